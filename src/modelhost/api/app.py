@@ -1,0 +1,64 @@
+"""``create_app(settings)``: builds the services once and wires the routes to them."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+import modelhost
+from modelhost.api.auth import AuthMiddleware
+from modelhost.api.errors import install_error_handlers
+from modelhost.api.routes import datasets, deployments, health, inference, keys, models, runs
+from modelhost.artifacts import open_artifacts
+from modelhost.auth.service import Authenticator, CreatedKey, ensure_admin_key
+from modelhost.config import Settings, load_settings
+from modelhost.db import Database
+from modelhost.serving.manager import DeploymentManager
+from modelhost.training.executor import LocalExecutor
+
+log = logging.getLogger("modelhost.api")
+
+
+def bootstrap(settings: Settings, db: Database) -> CreatedKey | None:
+    """Prepare a home: folders (0700), schema migrations, and the first admin key."""
+    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    db.migrate()
+    with db.session() as s:
+        return ensure_admin_key(s, settings.admin_key.get_secret_value() if settings.admin_key else None)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    db = Database(settings.resolved_database_url)
+    store = open_artifacts(settings.resolved_artifacts_url, s3_endpoint_url=settings.s3_endpoint_url)
+    manager = DeploymentManager(db, store)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.first_admin_key = bootstrap(settings, db)
+        app.state.executor = LocalExecutor(settings, db)
+        app.state.executor.resume()
+        app.state.ready = True
+        # Deployments load in the background; /v2/health/ready answers 200 once all are done.
+        threading.Thread(target=manager.load_all, name="load-deployments", daemon=True).start()
+        yield
+        db.dispose()
+
+    app = FastAPI(
+        title="modelhost", version=modelhost.__version__, lifespan=lifespan,
+        strict_content_type=False,  # `curl -d '{...}'` sends a form content type; read JSON anyway
+        description="Train, register, deploy and serve models. Every route but /v2/health/* needs "
+        "`Authorization: Bearer <api key>`.",
+    )
+    app.state.settings, app.state.db, app.state.store, app.state.manager = settings, db, store, manager
+    app.state.authenticator = Authenticator(db)
+    app.state.ready = False
+    install_error_handlers(app)
+    app.add_middleware(AuthMiddleware, authenticator=app.state.authenticator)
+    for r in (health, datasets, runs, models, deployments, keys, inference):
+        app.include_router(r.router)
+    return app

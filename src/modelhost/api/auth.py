@@ -1,0 +1,65 @@
+"""Deny by default: every request but the health probes must carry a live API key.
+
+A pure ASGI middleware, so a route added anywhere (routers, docs, mounted sub-apps) is
+covered without remembering to add a dependency.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import anyio.to_thread
+from fastapi import Depends, Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from modelhost.api.errors import error_response
+from modelhost.auth.service import Authenticator, Principal, Role
+from modelhost.errors import Forbidden, PlatformError, Unauthenticated
+
+PUBLIC_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
+
+
+def bearer_token(headers: list[tuple[bytes, bytes]]) -> str:
+    for k, v in headers:
+        if k == b"authorization":
+            scheme, _, token = v.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            break
+    raise Unauthenticated("missing credentials: send 'Authorization: Bearer <api key>'")
+
+
+class AuthMiddleware:
+    def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
+        self.app, self.authenticator = app, authenticator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        try:
+            token = bearer_token(scope["headers"])
+            principal = self.authenticator.cached(token) or await anyio.to_thread.run_sync(
+                self.authenticator.verify, token
+            )
+        except PlatformError as e:
+            await error_response(scope["path"], e)(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+
+def current_principal(request: Request) -> Principal:
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None:  # unreachable behind AuthMiddleware; fail closed if it is ever removed
+        raise Unauthenticated("missing credentials")
+    return principal
+
+
+def require_role(*roles: Role) -> object:
+    def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        if principal.role not in roles:
+            raise Forbidden(f"this needs the {' or '.join(roles)} role; the key {principal.name!r} is {principal.role}")
+        return principal
+
+    return Depends(check)

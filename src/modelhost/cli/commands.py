@@ -1,0 +1,206 @@
+"""Resource commands: datasets, train, runs, models, deploy, deployments, predict, keys.
+Each is a thin call to the Python client, which speaks the public HTTP API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from modelhost.cli.follow import follow_run
+from modelhost.cli.output import console, show_json, show_table
+from modelhost.client import Client
+from modelhost.errors import InvalidInput
+
+Url = Annotated[str | None, typer.Option("--url", help="Server URL [env MODELHOST_URL, else login profile].")]
+Key = Annotated[str | None, typer.Option("--api-key", help="API key [env MODELHOST_API_KEY, else login profile].")]
+
+datasets = typer.Typer(help="Upload and inspect datasets.", no_args_is_help=True)
+runs = typer.Typer(help="Inspect, follow and cancel training runs.", no_args_is_help=True)
+models = typer.Typer(help="Browse the model registry.", no_args_is_help=True)
+deployments = typer.Typer(help="List and remove deployments.", no_args_is_help=True)
+keys = typer.Typer(help="Manage API keys (admin).", no_args_is_help=True)
+
+
+def _client(url: str | None, api_key: str | None) -> Client:
+    return Client(url, api_key)
+
+
+# --- datasets
+
+
+@datasets.command("upload")
+def datasets_upload(path: Path, name: Annotated[str, typer.Option(help="Dataset name.")],
+                    target: Annotated[str | None, typer.Option(help="Default target column.")] = None,
+                    url: Url = None, api_key: Key = None) -> None:
+    """Upload a CSV file (header row required)."""
+    if not path.is_file():
+        raise InvalidInput(f"{str(path)!r} is not a file")
+    show_json(_client(url, api_key).upload_dataset(path, name, target))
+
+
+@datasets.command("sample")
+def datasets_sample(sample: str, name: Annotated[str | None, typer.Option()] = None,
+                    url: Url = None, api_key: Key = None) -> None:
+    """Create a dataset from a bundled sample: digits, iris or wine."""
+    show_json(_client(url, api_key).sample_dataset(sample, name))
+
+
+@datasets.command("list")
+def datasets_list(url: Url = None, api_key: Key = None) -> None:
+    show_table(_client(url, api_key).list_datasets(), ["id", "name", "num_rows", "target", "sha256", "created_at"])
+
+
+@datasets.command("show")
+def datasets_show(name: str, url: Url = None, api_key: Key = None) -> None:
+    show_json(_client(url, api_key).get_dataset(name))
+
+
+@datasets.command("delete")
+def datasets_delete(name: str, url: Url = None, api_key: Key = None) -> None:
+    _client(url, api_key).delete_dataset(name)
+    console.print(f"deleted dataset {name!r}")
+
+
+# --- training
+
+
+def load_spec_file(path: Path) -> dict[str, object]:
+    if not path.is_file():
+        raise InvalidInput(f"spec file {str(path)!r} not found")
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise InvalidInput(f"{str(path)!r} is not valid YAML or JSON: {e}") from e
+    if not isinstance(spec, dict):
+        raise InvalidInput(f"{str(path)!r} must hold a mapping (dataset:, model:, ...)")
+    return spec
+
+
+def train(spec: Path, follow: Annotated[bool, typer.Option(help="Follow with a progress bar.")] = True,
+          url: Url = None, api_key: Key = None) -> None:
+    """Submit a training run from a YAML or JSON spec and follow it. Ctrl-C leaves it running."""
+    client = _client(url, api_key)
+    run = client.train(load_spec_file(spec))
+    console.print(f"run {run['id']} queued")
+    if not follow:
+        return
+    try:
+        run = follow_run(lambda: client.get_run(run["id"]))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    _report(client, run)
+
+
+def _report(client: Client, run: dict[str, object]) -> None:
+    if run["status"] == "succeeded":
+        console.print(f"[green]run {run['id']} succeeded[/green]: registered {run['model_name']!r}")
+        return
+    console.print(f"[red]run {run['id']} {run['status']}[/red]: {run.get('error') or ''}")
+    raise typer.Exit(1)
+
+
+@runs.command("list")
+def runs_list(status: str | None = None, url: Url = None, api_key: Key = None) -> None:
+    show_table(_client(url, api_key).list_runs(status),
+               ["id", "name", "status", "model_name", "step", "total_steps", "created_at", "error"])
+
+
+@runs.command("show")
+def runs_show(run_id: int, url: Url = None, api_key: Key = None) -> None:
+    show_json(_client(url, api_key).get_run(run_id))
+
+
+@runs.command("metrics")
+def runs_metrics(run_id: int, key: str | None = None, url: Url = None, api_key: Key = None) -> None:
+    show_table(_client(url, api_key).run_metrics(run_id, key), ["key", "step", "epoch", "value"])
+
+
+@runs.command("logs")
+def runs_logs(run_id: int, url: Url = None, api_key: Key = None) -> None:
+    for line in _client(url, api_key).run_logs(run_id):
+        console.print(f"{line['created_at']} {line['line']}", highlight=False)
+
+
+@runs.command("cancel")
+def runs_cancel(run_id: int, url: Url = None, api_key: Key = None) -> None:
+    run = _client(url, api_key).cancel_run(run_id)
+    console.print(f"run {run_id}: {run['status']}" + (" (cancel requested)" if run["status"] == "running" else ""))
+
+
+# --- registry
+
+
+@models.command("list")
+def models_list(url: Url = None, api_key: Key = None) -> None:
+    show_table(_client(url, api_key).list_models(), ["id", "name", "task", "latest_version", "created_at"])
+
+
+@models.command("show")
+def models_show(name: str, url: Url = None, api_key: Key = None) -> None:
+    client = _client(url, api_key)
+    show_json({**client.get_model(name), "versions": client.list_versions(name)})
+
+
+# --- deployments and prediction
+
+
+def deploy(name: str, model: Annotated[str, typer.Option(help="Registered model to serve.")],
+           version: Annotated[int | None, typer.Option(help="Version number [default: latest].")] = None,
+           url: Url = None, api_key: Key = None) -> None:
+    """Deploy (or update) NAME to serve a model version."""
+    dep = _client(url, api_key).deploy(name, model, version)
+    console.print(f"deployment {dep['name']!r} -> {dep['model']} v{dep['version']}: {dep['state']}")
+    if dep["state"] == "failed":
+        console.print(f"[red]{dep['error']}[/red]")
+        raise typer.Exit(1)
+
+
+@deployments.command("list")
+def deployments_list(url: Url = None, api_key: Key = None) -> None:
+    show_table(_client(url, api_key).list_deployments(), ["name", "model", "version", "runtime", "state", "error"])
+
+
+@deployments.command("show")
+def deployments_show(name: str, url: Url = None, api_key: Key = None) -> None:
+    show_json(_client(url, api_key).get_deployment(name))
+
+
+@deployments.command("delete")
+def deployments_delete(name: str, url: Url = None, api_key: Key = None) -> None:
+    _client(url, api_key).delete_deployment(name)
+    console.print(f"deleted deployment {name!r}")
+
+
+def predict(name: str, json_body: Annotated[str, typer.Option("--json", help='{"instances": [...]}')],
+            url: Url = None, api_key: Key = None) -> None:
+    """Send instances to a deployment's :predict endpoint; prints the predictions."""
+    try:
+        body = json.loads(json_body)
+    except json.JSONDecodeError as e:
+        raise InvalidInput(f"--json is not valid JSON: {e}") from e
+    if not isinstance(body, dict) or "instances" not in body:
+        raise InvalidInput('--json must be an object like {"instances": [[...]]}')
+    show_json({"predictions": _client(url, api_key).predict(name, body["instances"])})
+
+
+# --- keys
+
+
+@keys.command("create")
+def keys_create(name: str, role: str = "member", url: Url = None, api_key: Key = None) -> None:
+    """Create a key; its secret is printed once and cannot be shown again."""
+    show_json(_client(url, api_key).create_key(name, role))
+
+
+@keys.command("list")
+def keys_list(url: Url = None, api_key: Key = None) -> None:
+    show_table(_client(url, api_key).list_keys(), ["id", "name", "prefix", "role", "created_at", "revoked_at"])
+
+
+@keys.command("revoke")
+def keys_revoke(key_id: int, url: Url = None, api_key: Key = None) -> None:
+    show_json(_client(url, api_key).revoke_key(key_id))

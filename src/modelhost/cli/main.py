@@ -1,0 +1,56 @@
+"""The ``modelhost`` command: ``up`` starts the platform; the rest talk to it over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated
+
+import typer
+
+from modelhost.cli import commands
+from modelhost.cli.output import console, errors_as_exit
+from modelhost.client import Client
+from modelhost.config import load_settings
+
+app = typer.Typer(help="modelhost: train, register, deploy and serve models.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+app.add_typer(commands.datasets, name="datasets")
+app.add_typer(commands.runs, name="runs")
+app.add_typer(commands.models, name="models")
+app.add_typer(commands.deployments, name="deployments")
+app.add_typer(commands.keys, name="keys")
+app.command()(commands.train)
+app.command()(commands.deploy)
+app.command()(commands.predict)
+
+
+@app.command()
+def up(
+    host: Annotated[str | None, typer.Option(help="Bind address [default 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default 8000].")] = None,
+    demo: Annotated[bool, typer.Option(help="On first start, train and deploy the digits demo.")] = False,
+) -> None:
+    """Start modelhost (API, workers, serving) on the embedded default: SQLite + local files."""
+    from modelhost.server import serve
+
+    serve(load_settings(host=host, port=port), demo=demo)
+
+
+@app.command()
+def login(url: Annotated[str, typer.Option(help="Server URL.")],
+          api_key: Annotated[str, typer.Option(prompt=True, hide_input=True, help="API key.")]) -> None:
+    """Check the key against the server and save both to the profile (mode 0600)."""
+    with Client(url, api_key) as client:
+        client.list_models()
+    settings = load_settings()
+    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(settings.profile_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"url": url, "api_key": api_key}, f)
+    console.print(f"logged in to {url}; profile saved to {settings.profile_path}")
+
+
+def main() -> None:
+    with errors_as_exit():
+        app()

@@ -1,0 +1,157 @@
+"""The Python SDK: every call is one request to the public HTTP API.
+
+Errors come back as the same classes the server raised (``modelhost.errors``), so
+``except NotFound`` works the same on both sides of the wire.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from modelhost.config import load_settings
+from modelhost.errors import InvalidInput, NotFound, NotReady, PlatformError, Unauthenticated
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+_BY_STATUS: dict[int, type[PlatformError]] = {400: InvalidInput, 401: Unauthenticated, 404: NotFound, 503: NotReady}
+
+
+def resolve_credentials(url: str | None, api_key: str | None) -> tuple[str, str | None]:
+    """Explicit values first, then MODELHOST_URL / MODELHOST_API_KEY, then the login profile."""
+    settings = load_settings()
+    profile: dict[str, str] = {}
+    if settings.profile_path.is_file():
+        profile = json.loads(settings.profile_path.read_text())
+    url = url or settings.url or profile.get("url") or DEFAULT_URL
+    key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None) or profile.get("api_key")
+    return url.rstrip("/"), key
+
+
+def error_from_response(r: httpx.Response) -> PlatformError:
+    try:
+        err = r.json().get("error")
+    except (ValueError, AttributeError):
+        err = None
+    if isinstance(err, dict):
+        cls = PlatformError.by_code.get(str(err.get("type")), PlatformError)
+        return cls(str(err.get("message", r.text)))
+    message = err if isinstance(err, str) else f"HTTP {r.status_code}: {r.text[:200]}"
+    return _BY_STATUS.get(r.status_code, PlatformError)(message)
+
+
+class Client:
+    def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 60.0) -> None:
+        self.url, api_key = resolve_credentials(url, api_key)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            r = self._http.request(method, path, **kw)
+        except httpx.TransportError as e:
+            raise NotReady(f"cannot reach modelhost at {self.url}: {e}") from e
+        if r.is_error:
+            raise error_from_response(r)
+        return r.json() if r.content else None
+
+    # --- datasets
+    def upload_dataset(self, path: str | Path, name: str, target: str | None = None) -> dict[str, Any]:
+        p = Path(path)
+        with p.open("rb") as f:
+            data = {"name": name, **({"target": target} if target else {})}
+            return self._call("POST", "/api/v1/datasets", data=data, files={"file": (p.name, f, "text/csv")})  # type: ignore[no-any-return]
+
+    def sample_dataset(self, sample: str, name: str | None = None) -> dict[str, Any]:
+        return self._call("POST", f"/api/v1/datasets/samples/{sample}", json={"name": name})  # type: ignore[no-any-return]
+
+    def list_datasets(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/api/v1/datasets")  # type: ignore[no-any-return]
+
+    def get_dataset(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/api/v1/datasets/{name}")  # type: ignore[no-any-return]
+
+    def delete_dataset(self, name: str) -> None:
+        self._call("DELETE", f"/api/v1/datasets/{name}")
+
+    # --- training runs
+    def train(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/api/v1/runs", json=spec)  # type: ignore[no-any-return]
+
+    def list_runs(self, status: str | None = None) -> list[dict[str, Any]]:
+        return self._call("GET", "/api/v1/runs", params={"status": status} if status else None)  # type: ignore[no-any-return]
+
+    def get_run(self, run_id: int) -> dict[str, Any]:
+        return self._call("GET", f"/api/v1/runs/{run_id}")  # type: ignore[no-any-return]
+
+    def cancel_run(self, run_id: int) -> dict[str, Any]:
+        return self._call("POST", f"/api/v1/runs/{run_id}/cancel")  # type: ignore[no-any-return]
+
+    def run_metrics(self, run_id: int, key: str | None = None) -> list[dict[str, Any]]:
+        return self._call("GET", f"/api/v1/runs/{run_id}/metrics", params={"key": key} if key else None)  # type: ignore[no-any-return]
+
+    def run_logs(self, run_id: int, after: int = 0) -> list[dict[str, Any]]:
+        return self._call("GET", f"/api/v1/runs/{run_id}/logs", params={"after": after})  # type: ignore[no-any-return]
+
+    def wait_run(self, run_id: int, timeout: float = 600.0, poll: float = 0.5) -> dict[str, Any]:
+        """Poll until the run finishes; returns its final record."""
+        deadline = time.monotonic() + timeout
+        while (run := self.get_run(run_id))["status"] in ("queued", "running"):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"run {run_id} still {run['status']} after {timeout} s")
+            time.sleep(poll)
+        return run
+
+    # --- registry
+    def list_models(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/api/v1/models")  # type: ignore[no-any-return]
+
+    def get_model(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/api/v1/models/{name}")  # type: ignore[no-any-return]
+
+    def list_versions(self, name: str) -> list[dict[str, Any]]:
+        return self._call("GET", f"/api/v1/models/{name}/versions")  # type: ignore[no-any-return]
+
+    # --- deployments and inference
+    def deploy(self, name: str, model: str, version: int | None = None) -> dict[str, Any]:
+        return self._call("PUT", f"/api/v1/deployments/{name}", json={"model": model, "version": version})  # type: ignore[no-any-return]
+
+    def list_deployments(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/api/v1/deployments")  # type: ignore[no-any-return]
+
+    def get_deployment(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/api/v1/deployments/{name}")  # type: ignore[no-any-return]
+
+    def delete_deployment(self, name: str) -> None:
+        self._call("DELETE", f"/api/v1/deployments/{name}")
+
+    def predict(self, name: str, instances: list[Any]) -> list[Any]:
+        return self._call("POST", f"/v1/models/{name}:predict", json={"instances": instances})["predictions"]  # type: ignore[no-any-return]
+
+    # --- keys
+    def create_key(self, name: str, role: str = "member") -> dict[str, Any]:
+        return self._call("POST", "/api/v1/keys", json={"name": name, "role": role})  # type: ignore[no-any-return]
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/api/v1/keys")  # type: ignore[no-any-return]
+
+    def revoke_key(self, key_id: int) -> dict[str, Any]:
+        return self._call("DELETE", f"/api/v1/keys/{key_id}")  # type: ignore[no-any-return]
+
+    def ready(self) -> bool:
+        try:
+            return self._http.get("/v2/health/ready").status_code == 200
+        except httpx.TransportError:
+            return False

@@ -1,0 +1,78 @@
+"""Typed settings: the only module that reads ``os.environ``.
+
+Every setting is ``MODELHOST_<NAME>``; defaults give the embedded single-machine setup
+(SQLite + local files under ``MODELHOST_HOME``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODELHOST_", use_attribute_docstrings=True, frozen=True)
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".modelhost")
+    """Directory for the embedded database, artifacts, logs and the CLI profile."""
+    database_url: str | None = None
+    """SQLAlchemy URL of the metadata store; default SQLite at ``$MODELHOST_HOME/modelhost.db``."""
+    artifacts_url: str | None = None
+    """``file:///path`` or ``s3://bucket/prefix``; default ``$MODELHOST_HOME/artifacts``."""
+    host: str = "127.0.0.1"
+    """Address the server binds. Loopback unless told otherwise."""
+    port: int = Field(8000, ge=0, le=65535)
+    """Port the server binds."""
+    admin_key: SecretStr | None = None
+    """On the first start of a new home, becomes the admin key instead of a random one."""
+    url: str | None = None
+    """Where the CLI and the client find the server."""
+    api_key: SecretStr | None = None
+    """The key the CLI and the client send."""
+    s3_endpoint_url: str | None = None
+    """Endpoint of an S3-compatible server (MinIO, moto); default AWS."""
+    max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1)
+    """Largest accepted dataset upload."""
+    max_instances: int = Field(10_000, ge=1)
+    """Most instances in one prediction request."""
+    python: str | None = None
+    """Interpreter that runs training workers; default the server's own."""
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'modelhost.db'}"
+
+    @property
+    def resolved_artifacts_url(self) -> str:
+        return self.artifacts_url or (self.home / "artifacts").as_uri()
+
+    @property
+    def profile_path(self) -> Path:
+        return self.home / "profile.json"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides (CLI flags) on top."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """Environment for a worker subprocess: ours, with the resolved stores pinned."""
+    import os
+
+    env = dict(os.environ)
+    env.update(
+        MODELHOST_HOME=str(settings.home),
+        MODELHOST_DATABASE_URL=settings.resolved_database_url,
+        MODELHOST_ARTIFACTS_URL=settings.resolved_artifacts_url,
+    )
+    if settings.s3_endpoint_url:
+        env["MODELHOST_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
+    return env

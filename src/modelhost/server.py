@@ -1,0 +1,49 @@
+"""``modelhost up``: the API, local workers and serving in one process tree."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import uvicorn
+from fastapi import FastAPI
+
+from modelhost.api.app import create_app
+from modelhost.cli.output import console
+from modelhost.config import Settings
+
+
+def _announce(app: FastAPI, server: uvicorn.Server, settings: Settings, demo: bool) -> None:
+    from modelhost.demo import DEMO_INSTANCE, run_demo
+
+    while not server.started:
+        if server.should_exit:
+            return
+        threading.Event().wait(0.05)
+    url = f"http://{settings.host}:{settings.port}"
+    created = app.state.first_admin_key
+    if demo:
+        run_demo(app)
+    console.print(f"\n[bold green]modelhost is up[/bold green] at {url}  (API docs: {url}/docs)")
+    if created is not None:
+        console.print(f"admin API key (shown once, stored hashed): [bold]{created.key}[/bold]", soft_wrap=True)
+        console.print(f"  export MODELHOST_URL={url} MODELHOST_API_KEY={created.key}", soft_wrap=True)
+    else:
+        console.print("admin API key: the one shown on first start (export MODELHOST_API_KEY=...)")
+    if demo:
+        console.print("try a prediction:")
+        console.print(
+            f"  curl -s -H \"Authorization: Bearer $MODELHOST_API_KEY\" -H 'Content-Type: application/json' "
+            f"-d '{{\"instances\": [{DEMO_INSTANCE}]}}' {url}/v1/models/digits:predict",
+            highlight=False, soft_wrap=True,
+        )
+
+
+def serve(settings: Settings, demo: bool = False) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    threading.Thread(target=_announce, args=(app, server, settings, demo), daemon=True).start()
+    server.run()

@@ -1,0 +1,179 @@
+"""Training runs: submit, list, show, cancel, metrics and logs; and the calls a worker makes
+(claim, progress, metrics, finish). The run's state lives only in the store."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from modelhost.datasets.service import get_dataset
+from modelhost.db import utcnow
+from modelhost.errors import Conflict, InvalidInput, NotFound
+from modelhost.training.spec import TrainSpec
+from modelhost.training.tables import MetricRow, RunLogRow, RunRow
+
+RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+FINISHED: tuple[RunStatus, ...] = ("succeeded", "failed", "cancelled")
+
+
+class Run(BaseModel):
+    id: int
+    name: str
+    status: RunStatus
+    spec: dict[str, Any]
+    dataset_id: int
+    model_name: str
+    version_id: int | None
+    error: str | None
+    cancel_requested: bool
+    worker_pid: int | None
+    step: int
+    total_steps: int
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+class Metric(BaseModel):
+    key: str
+    step: int
+    epoch: int | None
+    value: float
+
+
+class LogLine(BaseModel):
+    id: int
+    line: str
+    created_at: dt.datetime
+
+
+def _entity(row: RunRow) -> Run:
+    return Run.model_validate(row, from_attributes=True)
+
+
+def _row(s: Session, run_id: int) -> RunRow:
+    row = s.get(RunRow, run_id)
+    if row is None:
+        raise NotFound(f"run {run_id} not found")
+    return row
+
+
+def submit_run(s: Session, spec: TrainSpec) -> Run:
+    """Check the spec against its dataset and queue the run."""
+    ds = get_dataset(s, spec.dataset)
+    columns = {c.name: c.type for c in ds.columns}
+    target = spec.target or ds.target
+    if target is None:
+        raise InvalidInput(f"target: dataset {ds.name!r} has no default target; name the target column")
+    if target not in columns:
+        raise InvalidInput(f"target: column {target!r} is not in dataset {ds.name!r}")
+    for f in spec.features or []:
+        if f not in columns:
+            raise InvalidInput(f"features: column {f!r} is not in dataset {ds.name!r}")
+        if columns[f] == "str" or f == target:
+            raise InvalidInput(f"features: column {f!r} is not a numeric feature")
+    if spec.task == "regression" and columns[target] == "str":
+        raise InvalidInput(f"target: column {target!r} holds text; a regression target must be numeric")
+    resolved = spec.model_copy(update={"target": target})
+    row = RunRow(
+        name=spec.name or spec.model_name, status="queued", spec=resolved.model_dump(mode="json"),
+        dataset_id=ds.id, model_name=spec.model_name,
+    )
+    s.add(row)
+    s.flush()
+    return _entity(row)
+
+
+def list_runs(s: Session, status: RunStatus | None = None, limit: int = 100) -> list[Run]:
+    q = sa.select(RunRow).order_by(RunRow.id.desc()).limit(limit)
+    if status:
+        q = q.where(RunRow.status == status)
+    return [_entity(r) for r in s.scalars(q)]
+
+
+def get_run(s: Session, run_id: int) -> Run:
+    return _entity(_row(s, run_id))
+
+
+def cancel_run(s: Session, run_id: int) -> Run:
+    """A queued run is cancelled at once; a running one at its worker's next step."""
+    row = _row(s, run_id)
+    if row.status in FINISHED:
+        raise Conflict(f"run {run_id} already {row.status}")
+    if row.status == "queued":
+        row.status, row.finished_at = "cancelled", utcnow()
+    row.cancel_requested = True
+    s.flush()
+    return _entity(row)
+
+
+def get_metrics(s: Session, run_id: int, key: str | None = None) -> list[Metric]:
+    _row(s, run_id)
+    q = sa.select(MetricRow).where(MetricRow.run_id == run_id).order_by(MetricRow.id)
+    if key:
+        q = q.where(MetricRow.key == key)
+    return [Metric.model_validate(m, from_attributes=True) for m in s.scalars(q)]
+
+
+def get_logs(s: Session, run_id: int, after: int = 0, limit: int = 1000) -> list[LogLine]:
+    _row(s, run_id)
+    q = sa.select(RunLogRow).where(RunLogRow.run_id == run_id, RunLogRow.id > after).order_by(RunLogRow.id)
+    return [LogLine.model_validate(r, from_attributes=True) for r in s.scalars(q.limit(limit))]
+
+
+# --- worker side -------------------------------------------------------------------------
+
+
+def claim_run(s: Session, run_id: int, pid: int) -> bool:
+    """Atomically move a queued run to running; False if another worker has it or it was cancelled."""
+    res = s.execute(
+        sa.update(RunRow)
+        .where(RunRow.id == run_id, RunRow.status == "queued")
+        .values(status="running", worker_pid=pid, started_at=utcnow())
+    )
+    return res.rowcount == 1  # type: ignore[attr-defined]
+
+
+def record_progress(
+    s: Session, run_id: int, step: int, total: int, metrics: dict[str, float], epoch: int | None = None
+) -> bool:
+    """Write progress and metrics; return True when a cancel was requested."""
+    row = _row(s, run_id)
+    row.step, row.total_steps = step, total
+    s.add_all(MetricRow(run_id=run_id, key=k, step=step, epoch=epoch, value=float(v)) for k, v in metrics.items())
+    s.flush()
+    return row.cancel_requested
+
+
+def append_log(s: Session, run_id: int, line: str) -> None:
+    s.add(RunLogRow(run_id=run_id, line=line))
+
+
+def finish_run(
+    s: Session, run_id: int, status: RunStatus, error: str | None = None, version_id: int | None = None
+) -> None:
+    row = _row(s, run_id)
+    row.status, row.error, row.version_id, row.finished_at = status, error, version_id, utcnow()
+
+
+def fail_if_unfinished(s: Session, run_id: int, reason: str) -> bool:
+    """Mark a run failed when its worker is gone without finishing it. True if it was."""
+    res = s.execute(
+        sa.update(RunRow)
+        .where(RunRow.id == run_id, RunRow.status.in_(("queued", "running")))
+        .values(status="failed", error=reason, finished_at=utcnow())
+    )
+    return res.rowcount == 1  # type: ignore[attr-defined]
+
+
+def unfinished_runs(s: Session) -> list[Run]:
+    q = sa.select(RunRow).where(RunRow.status.in_(("queued", "running"))).order_by(RunRow.id)
+    return [_entity(r) for r in s.scalars(q)]
