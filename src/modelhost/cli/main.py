@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Annotated
 
 import typer
 
 from modelhost.cli import commands
-from modelhost.cli.output import console, errors_as_exit
+from modelhost.cli.output import console, report_error
 from modelhost.client import Client
 from modelhost.config import load_settings
+from modelhost.errors import PlatformError
 
 app = typer.Typer(help="modelhost: train, register, deploy and serve models.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -52,5 +54,9 @@ def login(url: Annotated[str, typer.Option(help="Server URL.")],
 
 
 def main() -> None:
-    with errors_as_exit():
+    """Console entry point: a PlatformError becomes one line on stderr and exit status 1."""
+    try:
         app()
+    except PlatformError as e:
+        report_error(e)
+        sys.exit(1)

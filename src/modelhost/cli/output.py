@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from functools import wraps
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
-import typer
 from rich.console import Console
 from rich.table import Table
 
@@ -16,8 +13,6 @@ from modelhost.errors import PlatformError
 
 console = Console()
 err_console = Console(stderr=True)
-P = ParamSpec("P")
-R = TypeVar("R")
 
 
 def show_json(data: Any) -> None:
@@ -31,21 +26,5 @@ def show_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: st
     console.print(table)
 
 
-@contextmanager
-def errors_as_exit() -> Iterator[None]:
-    try:
-        yield
-    except PlatformError as e:
-        err_console.print(f"[red]error[/red] ({e.code}): {e.message}")
-        raise typer.Exit(1) from None
-
-
-def handles_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn a PlatformError into a one-line message and exit status 1, never a traceback."""
-
-    @wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with errors_as_exit():
-            return fn(*args, **kwargs)
-
-    return wrapper
+def report_error(e: PlatformError) -> None:
+    err_console.print(f"[red]error[/red] ({e.code}): {e.message}", highlight=False, soft_wrap=True)

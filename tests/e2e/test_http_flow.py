@@ -1,0 +1,152 @@
+"""The whole lifecycle over HTTP against the real server: upload, train, deploy, predict."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.e2e.conftest import DIGITS_SPEC
+from tests.servers import ADMIN_KEY, Server
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def http(server: Server) -> httpx.Client:
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def deployed(http: httpx.Client, digits_split) -> dict:
+    csv, _, _ = digits_split
+    r = http.post("/api/v1/datasets", data={"name": "digits-upload"}, files={"file": ("digits.csv", csv, "text/csv")})
+    assert r.status_code == 201, r.text
+    assert r.json()["num_rows"] == 1497 and len(r.json()["columns"]) == 65
+    r = http.post("/api/v1/runs", json=DIGITS_SPEC)
+    assert r.status_code == 201, r.text
+    run_id = r.json()["id"]
+    deadline = time.monotonic() + 240
+    while (run := http.get(f"/api/v1/runs/{run_id}").json())["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, f"run still {run['status']}"
+        time.sleep(0.2)
+    assert run["status"] == "succeeded", run["error"]
+    r = http.put("/api/v1/deployments/digits-e2e", json={"model": "digits-mlp"})
+    assert r.status_code == 200, r.text
+    return {"run": run, "deployment": r.json()}
+
+
+def test_run_records_status_metrics_and_log(http: httpx.Client, deployed: dict) -> None:
+    run = deployed["run"]
+    assert run["step"] == run["total_steps"] == 15 * -(-1198 // 64)  # 1,497 rows, 20% held for validation
+    metrics = http.get(f"/api/v1/runs/{run['id']}/metrics", params={"key": "val_accuracy"}).json()
+    assert [m["epoch"] for m in metrics] == list(range(1, 16))
+    assert metrics[-1]["value"] > 0.9
+    lines = [line["line"] for line in http.get(f"/api/v1/runs/{run['id']}/logs").json()]
+    assert lines[0].startswith("worker ") and lines[-1] == "registered 'digits-mlp' version 1"
+
+
+def test_registered_version_has_signature_and_lineage(http: httpx.Client, deployed: dict) -> None:
+    v = http.get("/api/v1/models/digits-mlp/versions/1").json()
+    assert v["manifest"]["signature"]["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}]
+    assert v["manifest"]["classes"] == list(range(10))
+    assert v["manifest"]["lineage"]["run_id"] == deployed["run"]["id"]
+    assert set(v["files"]) == {"modelhost.json", "weights.safetensors"}
+    assert deployed["deployment"]["state"] == "ready" and deployed["deployment"]["version"] == 1
+
+
+def test_predict_is_accurate_on_held_out_digits(http: httpx.Client, deployed: dict, digits_split) -> None:
+    _, x_test, y_test = digits_split
+    r = http.post("/v1/models/digits-e2e:predict", json={"instances": x_test.tolist()})
+    assert r.status_code == 200, r.text
+    predictions = np.array(r.json()["predictions"])
+    assert predictions.shape == (300,)
+    assert (predictions == y_test).mean() >= 0.9
+
+
+def test_oip_v2_infer_matches_predict(http: httpx.Client, deployed: dict, digits_split) -> None:
+    _, x_test, y_test = digits_split
+    body = {"id": "req-1", "inputs": [{"name": "input", "shape": [300, 64], "datatype": "FP32",
+                                       "data": x_test.reshape(-1).tolist()}]}
+    r = http.post("/v2/models/digits-e2e/infer", json=body)
+    assert r.status_code == 200, r.text
+    out = {o["name"]: o for o in r.json()["outputs"]}
+    assert r.json()["id"] == "req-1" and r.json()["model_version"] == "1"
+    assert out["label"]["datatype"] == "INT64" and out["label"]["shape"] == [300]
+    assert (np.array(out["label"]["data"]) == y_test).mean() >= 0.9
+    probs = np.array(out["probabilities"]["data"]).reshape(out["probabilities"]["shape"])
+    assert probs.shape == (300, 10) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    assert (probs.argmax(axis=1) == np.array(out["label"]["data"])).all()
+    versioned = http.post("/v2/models/digits-e2e/versions/1/infer", json=body).json()
+    assert versioned["outputs"] == r.json()["outputs"]
+
+
+def test_oip_v2_health_and_metadata(http: httpx.Client, server: Server, deployed: dict) -> None:
+    assert httpx.get(server.url + "/v2/health/live").json() == {"live": True}
+    assert httpx.get(server.url + "/v2/health/ready").status_code == 200
+    assert http.get("/v2/models/digits-e2e/ready").json() == {"name": "digits-e2e", "ready": True}
+    meta = http.get("/v2/models/digits-e2e").json()
+    assert meta["versions"] == ["1"]
+    assert [o["name"] for o in meta["outputs"]] == ["label", "probabilities"]
+    assert http.get("/v2/models/digits-e2e/versions/2").status_code == 404
+
+
+def test_tritonclient_works_unmodified(server: Server, deployed: dict, digits_split) -> None:
+    import tritonclient.http as triton
+
+    _, x_test, y_test = digits_split
+    client = triton.InferenceServerClient(server.url.removeprefix("http://"))
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    assert client.is_server_live() and client.is_model_ready("digits-e2e", headers=headers)
+    inp = triton.InferInput("input", list(x_test[:50].shape), "FP32")
+    inp.set_data_from_numpy(x_test[:50], binary_data=False)
+    outputs = [triton.InferRequestedOutput("label", binary_data=False)]
+    result = client.infer("digits-e2e", [inp], outputs=outputs, headers=headers)
+    labels = result.as_numpy("label")
+    assert labels.shape == (50,) and (labels == y_test[:50]).mean() >= 0.9
+    client.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "fragment"),
+    [
+        ("/v1/models/digits-e2e:predict", {"instances": [[1.0] * 63]}, 400, "expected a list of 64 numbers"),
+        ("/v1/models/digits-e2e:predict", {"instances": [["a"] * 64]}, 400, "'a' is not a number"),
+        ("/v1/models/digits-e2e:predict", {"instances": []}, 400, "non-empty list"),
+        ("/v1/models/digits-e2e:predict", {"rows": []}, 400, "instances: Field required"),
+        ("/v1/models/nope:predict", {"instances": [[0] * 64]}, 404, "deployment 'nope' not found"),
+        ("/v2/models/digits-e2e/infer",
+         {"inputs": [{"name": "input", "shape": [1, 63], "datatype": "FP32", "data": [0] * 63}]},
+         400, "shape [1, 63] does not match the expected [-1, 64]"),
+        ("/v2/models/digits-e2e/infer",
+         {"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": [0] * 64}]},
+         400, "unknown input 'pixels'"),
+        ("/v2/models/digits-e2e/infer",
+         {"inputs": [{"name": "input", "shape": [2, 64], "datatype": "FP32", "data": [0] * 64}]},
+         400, "needs 128 values, got 64"),
+    ],
+)
+def test_bad_inference_input_gets_a_clear_4xx(http, deployed, path, body, status, fragment) -> None:
+    r = http.post(path, json=body)
+    assert r.status_code == status
+    assert fragment in r.json()["error"]
+
+
+def test_malformed_json_is_named(http: httpx.Client, deployed: dict) -> None:
+    r = http.post("/api/v1/runs", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+    assert "malformed JSON" in r.json()["error"]["message"]
+    r = http.post("/v2/models/digits-e2e/infer", content=b"[1,", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and "malformed JSON" in r.json()["error"]
+
+
+def test_bad_spec_field_is_named(http: httpx.Client, deployed: dict) -> None:
+    r = http.post("/api/v1/runs", json={**DIGITS_SPEC, "epochs": 0, "optimiser": {}})
+    assert r.status_code == 400
+    msg = r.json()["error"]["message"]
+    assert "epochs: Input should be greater than or equal to 1" in msg and "optimiser: unknown field" in msg
+    r = http.post("/api/v1/runs", json={**DIGITS_SPEC, "dataset": "missing"})
+    assert r.status_code == 404 and r.json()["error"] == {"type": "not_found", "message": "dataset 'missing' not found"}
