@@ -17,7 +17,12 @@ from modelhost.config import load_settings
 from modelhost.errors import InvalidInput, NotFound, NotReady, PlatformError, Unauthenticated
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-_BY_STATUS: dict[int, type[PlatformError]] = {400: InvalidInput, 401: Unauthenticated, 404: NotFound, 503: NotReady}
+_BY_STATUS: dict[int, type[PlatformError]] = {
+    400: InvalidInput,
+    401: Unauthenticated,
+    404: NotFound,
+    503: NotReady,
+}
 
 
 def resolve_credentials(url: str | None, api_key: str | None) -> tuple[str, str | None]:
@@ -27,7 +32,11 @@ def resolve_credentials(url: str | None, api_key: str | None) -> tuple[str, str 
     if settings.profile_path.is_file():
         profile = json.loads(settings.profile_path.read_text())
     url = url or settings.url or profile.get("url") or DEFAULT_URL
-    key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None) or profile.get("api_key")
+    key = (
+        api_key
+        or (settings.api_key.get_secret_value() if settings.api_key else None)
+        or profile.get("api_key")
+    )
     return url.rstrip("/"), key
 
 

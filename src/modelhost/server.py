@@ -26,7 +26,9 @@ def _announce(app: FastAPI, server: uvicorn.Server, settings: Settings, demo: bo
         run_demo(app)
     console.print(f"\n[bold green]modelhost is up[/bold green] at {url}  (API docs: {url}/docs)")
     if created is not None:
-        console.print(f"admin API key (shown once, stored hashed): [bold]{created.key}[/bold]", soft_wrap=True)
+        console.print(
+            f"admin API key (shown once, stored hashed): [bold]{created.key}[/bold]", soft_wrap=True
+        )
         console.print(f"  export MODELHOST_URL={url} MODELHOST_API_KEY={created.key}", soft_wrap=True)
     else:
         console.print("admin API key: the one shown on first start (export MODELHOST_API_KEY=...)")
@@ -35,7 +37,8 @@ def _announce(app: FastAPI, server: uvicorn.Server, settings: Settings, demo: bo
         console.print(
             f"  curl -s -H \"Authorization: Bearer $MODELHOST_API_KEY\" -H 'Content-Type: application/json' "
             f"-d '{{\"instances\": [{DEMO_INSTANCE}]}}' {url}/v1/models/digits:predict",
-            highlight=False, soft_wrap=True,
+            highlight=False,
+            soft_wrap=True,
         )
 
 
@@ -43,7 +46,9 @@ def serve(settings: Settings, demo: bool = False) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="warning", access_log=False
+    )
     server = uvicorn.Server(config)
     threading.Thread(target=_announce, args=(app, server, settings, demo), daemon=True).start()
     server.run()

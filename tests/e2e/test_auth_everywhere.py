@@ -66,7 +66,9 @@ def test_a_valid_key_gets_through(server: Server) -> None:
 
 def test_revoked_key_is_refused_at_once(server: Server) -> None:
     admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    created = httpx.post(server.url + "/api/v1/keys", json={"name": "temp", "role": "admin"}, headers=admin).json()
+    created = httpx.post(
+        server.url + "/api/v1/keys", json={"name": "temp", "role": "admin"}, headers=admin
+    ).json()
     assert created["key"].startswith("mh_") and len(created["key"]) >= 43
     mine = {"Authorization": f"Bearer {created['key']}"}
     assert httpx.get(server.url + "/api/v1/models", headers=mine).status_code == 200
@@ -78,6 +80,8 @@ def test_revoked_key_is_refused_at_once(server: Server) -> None:
 
 def test_non_admin_key_cannot_manage_keys(server: Server) -> None:
     admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    member = httpx.post(server.url + "/api/v1/keys", json={"name": "m1", "role": "member"}, headers=admin).json()
+    member = httpx.post(
+        server.url + "/api/v1/keys", json={"name": "m1", "role": "member"}, headers=admin
+    ).json()
     r = httpx.get(server.url + "/api/v1/keys", headers={"Authorization": f"Bearer {member['key']}"})
     assert r.status_code == 403 and "admin" in r.json()["error"]["message"]

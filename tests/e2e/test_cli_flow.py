@@ -17,10 +17,21 @@ from tests.servers import ADMIN_KEY, Server
 pytestmark = pytest.mark.slow
 
 
-def cli(server: Server, *args: str, env: dict[str, str] | None = None, ok: bool = True) -> subprocess.CompletedProcess:
-    base = env if env is not None else {**server.env, "MODELHOST_URL": server.url, "MODELHOST_API_KEY": ADMIN_KEY}
-    proc = subprocess.run([sys.executable, "-m", "modelhost.cli", *args], env={**base, "COLUMNS": "200"},
-                          capture_output=True, text=True, timeout=300)
+def cli(
+    server: Server, *args: str, env: dict[str, str] | None = None, ok: bool = True
+) -> subprocess.CompletedProcess:
+    base = (
+        env
+        if env is not None
+        else {**server.env, "MODELHOST_URL": server.url, "MODELHOST_API_KEY": ADMIN_KEY}
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "modelhost.cli", *args],
+        env={**base, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if ok:
         assert proc.returncode == 0, f"{args}: {proc.stdout}\n{proc.stderr}"
     return proc
@@ -32,7 +43,9 @@ def test_cli_lifecycle(server: Server, digits_split, tmp_path: Path) -> None:
     spec = {**DIGITS_SPEC, "dataset": "digits-cli", "register_as": "digits-cli"}
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
 
-    shown = json.loads(cli(server, "datasets", "upload", str(tmp_path / "digits.csv"), "--name", "digits-cli").stdout)
+    shown = json.loads(
+        cli(server, "datasets", "upload", str(tmp_path / "digits.csv"), "--name", "digits-cli").stdout
+    )
     assert shown["name"] == "digits-cli" and shown["num_rows"] == 1497
     assert "digits-cli" in cli(server, "datasets", "list").stdout
 
@@ -67,10 +80,16 @@ def test_cli_login_profile_is_used_without_env(server: Server, tmp_path: Path) -
 
 def test_cli_errors_are_one_clear_line(server: Server, tmp_path: Path) -> None:
     bad = cli(server, "predict", "nope", "--json", '{"instances": [[1]]}', ok=False)
-    assert bad.returncode == 1 and "deployment 'nope' not found" in bad.stderr and "Traceback" not in bad.stderr
+    assert (
+        bad.returncode == 1 and "deployment 'nope' not found" in bad.stderr and "Traceback" not in bad.stderr
+    )
     (tmp_path / "bad.yaml").write_text("dataset: x\nepochs: -1\n")
     bad = cli(server, "train", str(tmp_path / "bad.yaml"), ok=False)
     assert bad.returncode == 1 and "epochs" in bad.stderr and "Traceback" not in bad.stderr
-    wrong = {**server.env, "MODELHOST_URL": server.url, "MODELHOST_API_KEY": "mh_wrong_key_wrong_key_wrong_key_wrong"}
+    wrong = {
+        **server.env,
+        "MODELHOST_URL": server.url,
+        "MODELHOST_API_KEY": "mh_wrong_key_wrong_key_wrong_key_wrong",
+    }
     denied = cli(server, "models", "list", env=wrong, ok=False)
     assert denied.returncode == 1 and "invalid, expired or revoked API key" in denied.stderr

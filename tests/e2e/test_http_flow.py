@@ -23,7 +23,9 @@ def http(server: Server) -> httpx.Client:
 @pytest.fixture(scope="module")
 def deployed(http: httpx.Client, digits_split) -> dict:
     csv, _, _ = digits_split
-    r = http.post("/api/v1/datasets", data={"name": "digits-upload"}, files={"file": ("digits.csv", csv, "text/csv")})
+    r = http.post(
+        "/api/v1/datasets", data={"name": "digits-upload"}, files={"file": ("digits.csv", csv, "text/csv")}
+    )
     assert r.status_code == 201, r.text
     assert r.json()["num_rows"] == 1497 and len(r.json()["columns"]) == 65
     r = http.post("/api/v1/runs", json=DIGITS_SPEC)
@@ -69,8 +71,12 @@ def test_predict_is_accurate_on_held_out_digits(http: httpx.Client, deployed: di
 
 def test_oip_v2_infer_matches_predict(http: httpx.Client, deployed: dict, digits_split) -> None:
     _, x_test, y_test = digits_split
-    body = {"id": "req-1", "inputs": [{"name": "input", "shape": [300, 64], "datatype": "FP32",
-                                       "data": x_test.reshape(-1).tolist()}]}
+    body = {
+        "id": "req-1",
+        "inputs": [
+            {"name": "input", "shape": [300, 64], "datatype": "FP32", "data": x_test.reshape(-1).tolist()}
+        ],
+    }
     r = http.post("/v2/models/digits-e2e/infer", json=body)
     assert r.status_code == 200, r.text
     out = {o["name"]: o for o in r.json()["outputs"]}
@@ -118,15 +124,24 @@ def test_tritonclient_works_unmodified(server: Server, deployed: dict, digits_sp
         ("/v1/models/digits-e2e:predict", {"instances": []}, 400, "non-empty list"),
         ("/v1/models/digits-e2e:predict", {"rows": []}, 400, "instances: Field required"),
         ("/v1/models/nope:predict", {"instances": [[0] * 64]}, 404, "deployment 'nope' not found"),
-        ("/v2/models/digits-e2e/infer",
-         {"inputs": [{"name": "input", "shape": [1, 63], "datatype": "FP32", "data": [0] * 63}]},
-         400, "shape [1, 63] does not match the expected [-1, 64]"),
-        ("/v2/models/digits-e2e/infer",
-         {"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": [0] * 64}]},
-         400, "unknown input 'pixels'"),
-        ("/v2/models/digits-e2e/infer",
-         {"inputs": [{"name": "input", "shape": [2, 64], "datatype": "FP32", "data": [0] * 64}]},
-         400, "needs 128 values, got 64"),
+        (
+            "/v2/models/digits-e2e/infer",
+            {"inputs": [{"name": "input", "shape": [1, 63], "datatype": "FP32", "data": [0] * 63}]},
+            400,
+            "shape [1, 63] does not match the expected [-1, 64]",
+        ),
+        (
+            "/v2/models/digits-e2e/infer",
+            {"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": [0] * 64}]},
+            400,
+            "unknown input 'pixels'",
+        ),
+        (
+            "/v2/models/digits-e2e/infer",
+            {"inputs": [{"name": "input", "shape": [2, 64], "datatype": "FP32", "data": [0] * 64}]},
+            400,
+            "needs 128 values, got 64",
+        ),
     ],
 )
 def test_bad_inference_input_gets_a_clear_4xx(http, deployed, path, body, status, fragment) -> None:
@@ -149,4 +164,7 @@ def test_bad_spec_field_is_named(http: httpx.Client, deployed: dict) -> None:
     msg = r.json()["error"]["message"]
     assert "epochs: Input should be greater than or equal to 1" in msg and "optimiser: unknown field" in msg
     r = http.post("/api/v1/runs", json={**DIGITS_SPEC, "dataset": "missing"})
-    assert r.status_code == 404 and r.json()["error"] == {"type": "not_found", "message": "dataset 'missing' not found"}
+    assert r.status_code == 404 and r.json()["error"] == {
+        "type": "not_found",
+        "message": "dataset 'missing' not found",
+    }

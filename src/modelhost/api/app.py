@@ -49,7 +49,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db.dispose()
 
     app = FastAPI(
-        title="modelhost", version=modelhost.__version__, lifespan=lifespan,
+        title="modelhost",
+        version=modelhost.__version__,
+        lifespan=lifespan,
         strict_content_type=False,  # `curl -d '{...}'` sends a form content type; read JSON anyway
         description="Train, register, deploy and serve models. Every route but /v2/health/* needs "
         "`Authorization: Bearer <api key>`.",

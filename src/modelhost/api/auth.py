@@ -59,7 +59,9 @@ def current_principal(request: Request) -> Principal:
 def require_role(*roles: Role) -> object:
     def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         if principal.role not in roles:
-            raise Forbidden(f"this needs the {' or '.join(roles)} role; the key {principal.name!r} is {principal.role}")
+            raise Forbidden(
+                f"this needs the {' or '.join(roles)} role; the key {principal.name!r} is {principal.role}"
+            )
         return principal
 
     return Depends(check)

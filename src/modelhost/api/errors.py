@@ -13,7 +13,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from modelhost.errors import InvalidInput, MethodNotAllowed, NotFound, Overloaded, PlatformError, Unauthenticated
+from modelhost.errors import (
+    InvalidInput,
+    MethodNotAllowed,
+    NotFound,
+    Overloaded,
+    PlatformError,
+    Unauthenticated,
+)
 
 log = logging.getLogger("modelhost.api")
 

@@ -16,7 +16,9 @@ from modelhost.client import Client
 from modelhost.errors import InvalidInput
 
 Url = Annotated[str | None, typer.Option("--url", help="Server URL [env MODELHOST_URL, else login profile].")]
-Key = Annotated[str | None, typer.Option("--api-key", help="API key [env MODELHOST_API_KEY, else login profile].")]
+Key = Annotated[
+    str | None, typer.Option("--api-key", help="API key [env MODELHOST_API_KEY, else login profile].")
+]
 
 datasets = typer.Typer(help="Upload and inspect datasets.", no_args_is_help=True)
 runs = typer.Typer(help="Inspect, follow and cancel training runs.", no_args_is_help=True)
@@ -33,9 +35,13 @@ def _client(url: str | None, api_key: str | None) -> Client:
 
 
 @datasets.command("upload")
-def datasets_upload(path: Path, name: Annotated[str, typer.Option(help="Dataset name.")],
-                    target: Annotated[str | None, typer.Option(help="Default target column.")] = None,
-                    url: Url = None, api_key: Key = None) -> None:
+def datasets_upload(
+    path: Path,
+    name: Annotated[str, typer.Option(help="Dataset name.")],
+    target: Annotated[str | None, typer.Option(help="Default target column.")] = None,
+    url: Url = None,
+    api_key: Key = None,
+) -> None:
     """Upload a CSV file (header row required)."""
     if not path.is_file():
         raise InvalidInput(f"{str(path)!r} is not a file")
@@ -43,15 +49,18 @@ def datasets_upload(path: Path, name: Annotated[str, typer.Option(help="Dataset 
 
 
 @datasets.command("sample")
-def datasets_sample(sample: str, name: Annotated[str | None, typer.Option()] = None,
-                    url: Url = None, api_key: Key = None) -> None:
+def datasets_sample(
+    sample: str, name: Annotated[str | None, typer.Option()] = None, url: Url = None, api_key: Key = None
+) -> None:
     """Create a dataset from a bundled sample: digits, iris or wine."""
     show_json(_client(url, api_key).sample_dataset(sample, name))
 
 
 @datasets.command("list")
 def datasets_list(url: Url = None, api_key: Key = None) -> None:
-    show_table(_client(url, api_key).list_datasets(), ["id", "name", "num_rows", "target", "sha256", "created_at"])
+    show_table(
+        _client(url, api_key).list_datasets(), ["id", "name", "num_rows", "target", "sha256", "created_at"]
+    )
 
 
 @datasets.command("show")
@@ -80,8 +89,12 @@ def load_spec_file(path: Path) -> dict[str, object]:
     return spec
 
 
-def train(spec: Path, follow: Annotated[bool, typer.Option(help="Follow with a progress bar.")] = True,
-          url: Url = None, api_key: Key = None) -> None:
+def train(
+    spec: Path,
+    follow: Annotated[bool, typer.Option(help="Follow with a progress bar.")] = True,
+    url: Url = None,
+    api_key: Key = None,
+) -> None:
     """Submit a training run from a YAML or JSON spec and follow it. Ctrl-C leaves it running."""
     client = _client(url, api_key)
     run = client.train(load_spec_file(spec))
@@ -105,8 +118,10 @@ def _report(client: Client, run: dict[str, object]) -> None:
 
 @runs.command("list")
 def runs_list(status: str | None = None, url: Url = None, api_key: Key = None) -> None:
-    show_table(_client(url, api_key).list_runs(status),
-               ["id", "name", "status", "model_name", "step", "total_steps", "created_at", "error"])
+    show_table(
+        _client(url, api_key).list_runs(status),
+        ["id", "name", "status", "model_name", "step", "total_steps", "created_at", "error"],
+    )
 
 
 @runs.command("show")
@@ -128,7 +143,9 @@ def runs_logs(run_id: int, url: Url = None, api_key: Key = None) -> None:
 @runs.command("cancel")
 def runs_cancel(run_id: int, url: Url = None, api_key: Key = None) -> None:
     run = _client(url, api_key).cancel_run(run_id)
-    console.print(f"run {run_id}: {run['status']}" + (" (cancel requested)" if run["status"] == "running" else ""))
+    console.print(
+        f"run {run_id}: {run['status']}" + (" (cancel requested)" if run["status"] == "running" else "")
+    )
 
 
 # --- registry
@@ -148,9 +165,13 @@ def models_show(name: str, url: Url = None, api_key: Key = None) -> None:
 # --- deployments and prediction
 
 
-def deploy(name: str, model: Annotated[str, typer.Option(help="Registered model to serve.")],
-           version: Annotated[int | None, typer.Option(help="Version number [default: latest].")] = None,
-           url: Url = None, api_key: Key = None) -> None:
+def deploy(
+    name: str,
+    model: Annotated[str, typer.Option(help="Registered model to serve.")],
+    version: Annotated[int | None, typer.Option(help="Version number [default: latest].")] = None,
+    url: Url = None,
+    api_key: Key = None,
+) -> None:
     """Deploy (or update) NAME to serve a model version."""
     dep = _client(url, api_key).deploy(name, model, version)
     console.print(f"deployment {dep['name']!r} -> {dep['model']} v{dep['version']}: {dep['state']}")
@@ -161,7 +182,9 @@ def deploy(name: str, model: Annotated[str, typer.Option(help="Registered model 
 
 @deployments.command("list")
 def deployments_list(url: Url = None, api_key: Key = None) -> None:
-    show_table(_client(url, api_key).list_deployments(), ["name", "model", "version", "runtime", "state", "error"])
+    show_table(
+        _client(url, api_key).list_deployments(), ["name", "model", "version", "runtime", "state", "error"]
+    )
 
 
 @deployments.command("show")
@@ -175,8 +198,12 @@ def deployments_delete(name: str, url: Url = None, api_key: Key = None) -> None:
     console.print(f"deleted deployment {name!r}")
 
 
-def predict(name: str, json_body: Annotated[str, typer.Option("--json", help='{"instances": [...]}')],
-            url: Url = None, api_key: Key = None) -> None:
+def predict(
+    name: str,
+    json_body: Annotated[str, typer.Option("--json", help='{"instances": [...]}')],
+    url: Url = None,
+    api_key: Key = None,
+) -> None:
     """Send instances to a deployment's :predict endpoint; prints the predictions."""
     try:
         body = json.loads(json_body)
@@ -198,7 +225,9 @@ def keys_create(name: str, role: str = "member", url: Url = None, api_key: Key =
 
 @keys.command("list")
 def keys_list(url: Url = None, api_key: Key = None) -> None:
-    show_table(_client(url, api_key).list_keys(), ["id", "name", "prefix", "role", "created_at", "revoked_at"])
+    show_table(
+        _client(url, api_key).list_keys(), ["id", "name", "prefix", "role", "created_at", "revoked_at"]
+    )
 
 
 @keys.command("revoke")

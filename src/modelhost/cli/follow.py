@@ -16,13 +16,19 @@ FINISHED = ("succeeded", "failed", "cancelled")
 def follow_run(get_run: Callable[[], dict[str, Any]], poll: float = 0.3) -> dict[str, Any]:
     """Poll ``get_run`` and draw progress; returns the final run record."""
     run = get_run()
-    columns = (TextColumn("[bold]run {task.fields[id]}[/bold] {task.fields[status]}"), BarColumn(),
-               MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        TextColumn("[bold]run {task.fields[id]}[/bold] {task.fields[status]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     try:
         with Progress(*columns, console=console, transient=False) as progress:
             task = progress.add_task("train", total=None, id=run["id"], status=run["status"])
             while True:
-                progress.update(task, total=run["total_steps"] or None, completed=run["step"], status=run["status"])
+                progress.update(
+                    task, total=run["total_steps"] or None, completed=run["step"], status=run["status"]
+                )
                 if run["status"] in FINISHED:
                     return run
                 time.sleep(poll)

@@ -15,8 +15,11 @@ from modelhost.client import Client
 from modelhost.config import load_settings
 from modelhost.errors import PlatformError
 
-app = typer.Typer(help="modelhost: train, register, deploy and serve models.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="modelhost: train, register, deploy and serve models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 app.add_typer(commands.datasets, name="datasets")
 app.add_typer(commands.runs, name="runs")
 app.add_typer(commands.models, name="models")
@@ -40,8 +43,10 @@ def up(
 
 
 @app.command()
-def login(url: Annotated[str, typer.Option(help="Server URL.")],
-          api_key: Annotated[str, typer.Option(prompt=True, hide_input=True, help="API key.")]) -> None:
+def login(
+    url: Annotated[str, typer.Option(help="Server URL.")],
+    api_key: Annotated[str, typer.Option(prompt=True, hide_input=True, help="API key.")],
+) -> None:
     """Check the key against the server and save both to the profile (mode 0600)."""
     with Client(url, api_key) as client:
         client.list_models()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,7 +20,9 @@ _PICKLE_MAGIC = tuple(bytes([0x80, p]) for p in range(2, 6))
 
 
 def refuse_unsafe(head: bytes, filename: str) -> None:
-    if head.startswith(_PICKLE_MAGIC) or filename.lower().endswith((".pkl", ".pickle", ".pt", ".pth", ".joblib")):
+    if head.startswith(_PICKLE_MAGIC) or filename.lower().endswith(
+        (".pkl", ".pickle", ".pt", ".pth", ".joblib")
+    ):
         raise UnsafeContent(f"{filename!r} looks like a pickle; modelhost never loads pickles (use CSV)")
 
 
@@ -83,7 +86,7 @@ def parse_csv(data: bytes, filename: str = "data.csv") -> Table:
     return Table(columns=columns, types=types, rows=rows)
 
 
-def to_csv(columns: list[str], rows: np.ndarray | list[list[object]]) -> bytes:
+def to_csv(columns: list[str], rows: np.ndarray | Sequence[Sequence[object]]) -> bytes:
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(columns)

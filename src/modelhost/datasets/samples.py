@@ -18,8 +18,13 @@ def sample_csv(name: SampleName) -> tuple[bytes, str]:
 
     loader = {"digits": skd.load_digits, "iris": skd.load_iris, "wine": skd.load_wine}[name]
     bunch = loader()
-    features = [f"f{i}" for i in range(bunch.data.shape[1])] if name == "digits" else list(bunch.feature_names)
+    features = (
+        [f"f{i}" for i in range(bunch.data.shape[1])] if name == "digits" else list(bunch.feature_names)
+    )
     features = [f.replace(" ", "_").replace("(", "").replace(")", "").replace("/", "_") for f in features]
     x = bunch.data.astype(np.float64)
-    rows = [[*(int(v) if name == "digits" else float(v) for v in xi), int(t)] for xi, t in zip(x, bunch.target, strict=True)]
+    rows = [
+        [*(int(v) if name == "digits" else float(v) for v in xi), int(t)]
+        for xi, t in zip(x, bunch.target, strict=True)
+    ]
     return to_csv([*features, "label"], rows), "label"

@@ -41,8 +41,13 @@ def _entity(row: DatasetRow) -> Dataset:
 
 
 def create_dataset(
-    s: Session, store: ArtifactStore, name: str, data: bytes, filename: str = "data.csv",
-    target: str | None = None, description: str = "",
+    s: Session,
+    store: ArtifactStore,
+    name: str,
+    data: bytes,
+    filename: str = "data.csv",
+    target: str | None = None,
+    description: str = "",
 ) -> Dataset:
     """Validate a CSV upload, store it, record it. Nothing is left behind when any step fails."""
     check_name("dataset", name)
@@ -50,12 +55,20 @@ def create_dataset(
         raise AlreadyExists(f"dataset {name!r} already exists")
     table = parse_csv(data, filename)
     if target is not None and target not in table.columns:
-        raise InvalidInput(f"target column {target!r} is not in {filename!r}; columns: {', '.join(table.columns)}")
+        raise InvalidInput(
+            f"target column {target!r} is not in {filename!r}; columns: {', '.join(table.columns)}"
+        )
     key = f"datasets/{uuid.uuid4().hex}/data.csv"
     digest = store.put(key, data)
     row = DatasetRow(
-        name=name, format="csv", artifact_key=key, sha256=digest.sha256, size_bytes=digest.size,
-        num_rows=len(table.rows), target=target, description=description,
+        name=name,
+        format="csv",
+        artifact_key=key,
+        sha256=digest.sha256,
+        size_bytes=digest.size,
+        num_rows=len(table.rows),
+        target=target,
+        description=description,
         columns=[{"name": c, "type": t} for c, t in zip(table.columns, table.types, strict=True)],
     )
     try:
@@ -70,9 +83,13 @@ def create_dataset(
     return _entity(row)
 
 
-def create_sample_dataset(s: Session, store: ArtifactStore, sample: SampleName, name: str | None = None) -> Dataset:
+def create_sample_dataset(
+    s: Session, store: ArtifactStore, sample: SampleName, name: str | None = None
+) -> Dataset:
     data, target = sample_csv(sample)
-    return create_dataset(s, store, name or sample, data, f"{sample}.csv", target, f"scikit-learn's {sample} dataset")
+    return create_dataset(
+        s, store, name or sample, data, f"{sample}.csv", target, f"scikit-learn's {sample} dataset"
+    )
 
 
 def _row(s: Session, name: str) -> DatasetRow:

@@ -20,7 +20,9 @@ def build_model(architecture: str, config: dict[str, Any]) -> nn.Module:
     try:
         module_cls, config_cls = ARCHITECTURES[architecture]
     except KeyError:
-        raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}") from None
+        raise ValueError(
+            f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}"
+        ) from None
     known = {f.name for f in dataclasses.fields(config_cls)}
     return module_cls(config_cls(**{k: v for k, v in config.items() if k in known}))
 

@@ -34,4 +34,5 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in_features) -> (B, out_features)
-        return self.net(x)
+        out: torch.Tensor = self.net(x)
+        return out

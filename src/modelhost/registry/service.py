@@ -41,18 +41,31 @@ class ModelVersion(BaseModel):
 
 def _version(row: ModelVersionRow, model: str) -> ModelVersion:
     return ModelVersion(
-        id=row.id, model=model, model_id=row.model_id, number=row.number, files=row.files, manifest=Manifest.model_validate(row.manifest),
-        run_id=row.run_id, dataset_id=row.dataset_id, created_at=row.created_at,
+        id=row.id,
+        model=model,
+        model_id=row.model_id,
+        number=row.number,
+        files=row.files,
+        manifest=Manifest.model_validate(row.manifest),
+        run_id=row.run_id,
+        dataset_id=row.dataset_id,
+        created_at=row.created_at,
     )
 
 
 def _latest_number(s: Session, model_id: int) -> int | None:
-    return s.scalar(sa.select(sa.func.max(ModelVersionRow.number)).where(ModelVersionRow.model_id == model_id))
+    return s.scalar(
+        sa.select(sa.func.max(ModelVersionRow.number)).where(ModelVersionRow.model_id == model_id)
+    )
 
 
 def _model(s: Session, row: ModelRow) -> Model:
     return Model(
-        id=row.id, name=row.name, task=row.task, description=row.description, created_at=row.created_at,
+        id=row.id,
+        name=row.name,
+        task=row.task,
+        description=row.description,
+        created_at=row.created_at,
         latest_version=_latest_number(s, row.id),
     )
 
@@ -79,8 +92,13 @@ def _get_or_create_model(s: Session, name: str, task: str) -> ModelRow:
 
 
 def register_version(
-    s: Session, store: ArtifactStore, model: str, manifest: Manifest, weights: bytes,
-    run_id: int | None = None, dataset_id: int | None = None,
+    s: Session,
+    store: ArtifactStore,
+    model: str,
+    manifest: Manifest,
+    weights: bytes,
+    run_id: int | None = None,
+    dataset_id: int | None = None,
 ) -> ModelVersion:
     """Store the version's files, then record it under the next free number.
 
@@ -97,8 +115,13 @@ def register_version(
         }
         for _attempt in range(5):
             row = ModelVersionRow(
-                model_id=model_row.id, number=(_latest_number(s, model_row.id) or 0) + 1, artifact_prefix=prefix,
-                files=files, manifest=manifest.model_dump(mode="json"), run_id=run_id, dataset_id=dataset_id,
+                model_id=model_row.id,
+                number=(_latest_number(s, model_row.id) or 0) + 1,
+                artifact_prefix=prefix,
+                files=files,
+                manifest=manifest.model_dump(mode="json"),
+                run_id=run_id,
+                dataset_id=dataset_id,
             )
             try:
                 with s.begin_nested():
@@ -134,7 +157,9 @@ def get_version(s: Session, model: str, number: int | None = None) -> ModelVersi
         sa.select(ModelVersionRow).where(ModelVersionRow.model_id == row.id, ModelVersionRow.number == number)
     )
     if v is None:
-        raise NotFound(f"model {model!r} has no version {number}" if number else f"model {model!r} has no versions")
+        raise NotFound(
+            f"model {model!r} has no version {number}" if number else f"model {model!r} has no versions"
+        )
     return _version(v, model)
 
 

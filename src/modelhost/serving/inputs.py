@@ -11,7 +11,11 @@ from modelhost.errors import InvalidInput
 from modelhost.registry.manifest import Signature, TensorSpec
 
 NUMPY_DTYPES = {
-    "FP32": np.float32, "FP64": np.float64, "INT32": np.int32, "INT64": np.int64, "BOOL": np.bool_,
+    "FP32": np.float32,
+    "FP64": np.float64,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "BOOL": np.bool_,
 }
 _NUMERIC = ("FP32", "FP64", "INT32", "INT64", "BOOL")
 
@@ -36,7 +40,9 @@ def instances_to_array(instances: Any, signature: Signature, max_instances: int)
             inst = inst[spec.name]
         if not isinstance(inst, list) or len(inst) != width:
             got = f"{len(inst)} values" if isinstance(inst, list) else type(inst).__name__
-            raise InvalidInput(f"instances[{i}]: expected a list of {width} numbers for {spec.name!r}, got {got}")
+            raise InvalidInput(
+                f"instances[{i}]: expected a list of {width} numbers for {spec.name!r}, got {got}"
+            )
         if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in inst):
             bad = next(v for v in inst if not isinstance(v, int | float) or isinstance(v, bool))
             raise InvalidInput(f"instances[{i}]: {bad!r} is not a number")
@@ -55,8 +61,9 @@ def _flatten(data: Any) -> list[Any]:
     return data
 
 
-def tensor_to_array(name: str, datatype: str, shape: list[int], data: Any, signature: Signature,
-                    max_instances: int) -> np.ndarray:
+def tensor_to_array(
+    name: str, datatype: str, shape: list[int], data: Any, signature: Signature, max_instances: int
+) -> np.ndarray:
     """An OIP v2 input tensor, checked against the signature, as a float32 array."""
     expected = {t.name: t for t in signature.inputs}
     if name not in expected:
@@ -72,12 +79,13 @@ def tensor_to_array(name: str, datatype: str, shape: list[int], data: Any, signa
         raise InvalidInput(f"input {name!r}: batch of {shape[0]}; at most {max_instances} per request")
     flat = _flatten(data)
     if len(flat) != int(np.prod(shape)):
-        raise InvalidInput(f"input {name!r}: shape {shape} needs {int(np.prod(shape))} values, got {len(flat)}")
+        raise InvalidInput(
+            f"input {name!r}: shape {shape} needs {int(np.prod(shape))} values, got {len(flat)}"
+        )
     kinds = (bool,) if datatype == "BOOL" else (int,) if datatype.startswith("INT") else (int, float)
     if not all(isinstance(v, kinds) and (datatype == "BOOL" or not isinstance(v, bool)) for v in flat):
         raise InvalidInput(f"input {name!r}: data is not all {datatype}")
-    arr = np.asarray(flat, dtype=NUMPY_DTYPES[datatype]).reshape(shape)
-    arr = arr.astype(np.float32)
+    arr: np.ndarray = np.asarray(flat, dtype=NUMPY_DTYPES[datatype]).reshape(shape).astype(np.float32)
     if not np.isfinite(arr).all():
         raise InvalidInput(f"input {name!r} contains NaN or infinity")
     return arr

@@ -79,7 +79,9 @@ class DeploymentManager:
     def runtime(self, name: str) -> tuple[Deployment, TorchRuntime]:
         entry = self.get(name)
         if entry.state != "ready" or entry.runtime is None:
-            raise NotReady(f"deployment {name!r} is {entry.state}" + (f": {entry.error}" if entry.error else ""))
+            raise NotReady(
+                f"deployment {name!r} is {entry.state}" + (f": {entry.error}" if entry.error else "")
+            )
         return entry.deployment, entry.runtime
 
     async def predict(self, name: str, x: np.ndarray) -> tuple[Deployment, dict[str, np.ndarray]]:

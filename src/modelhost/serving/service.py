@@ -4,7 +4,7 @@ DeploymentManager turns them into loaded runtimes."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Literal, cast
 
 import sqlalchemy as sa
 from pydantic import BaseModel
@@ -33,8 +33,14 @@ class Deployment(BaseModel):
 def _entity(s: Session, row: DeploymentRow) -> Deployment:
     v = get_version_by_id(s, row.version_id)
     return Deployment(
-        id=row.id, name=row.name, model=v.model, version=v.number, version_id=v.id,
-        runtime=row.runtime, created_at=row.created_at, updated_at=row.updated_at,  # type: ignore[arg-type]
+        id=row.id,
+        name=row.name,
+        model=v.model,
+        version=v.number,
+        version_id=v.id,
+        runtime=row.runtime,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
     )
 
 
@@ -43,7 +49,11 @@ def _row(s: Session, name: str) -> DeploymentRow | None:
 
 
 def deploy(
-    s: Session, name: str, model: str, version: int | None = None, runtime: RuntimeName = "torch",
+    s: Session,
+    name: str,
+    model: str,
+    version: int | None = None,
+    runtime: RuntimeName = "torch",
     replace: bool = True,
 ) -> tuple[Deployment, bool]:
     """Create the deployment, or (``replace``) point an existing one at another version.

@@ -53,15 +53,19 @@ def prepare(table: Table, spec: TrainSpec) -> PreparedData:
     if spec.task == "classification":
         names, classes = _classes(raw_y, types[target])
         if len(names) < 2:
-            raise InvalidInput(f"target: column {target!r} has a single class; classification needs two or more")
+            raise InvalidInput(
+                f"target: column {target!r} has a single class; classification needs two or more"
+            )
         if len(names) > 10_000:
-            raise InvalidInput(f"target: column {target!r} has {len(names)} classes; is it a regression target?")
+            raise InvalidInput(
+                f"target: column {target!r} has {len(names)} classes; is it a regression target?"
+            )
         index = {c: i for i, c in enumerate(names)}
         y = np.array([index[v] for v in raw_y], dtype=np.int64)
     else:
         y = np.array([float(v) for v in raw_y], dtype=np.float32)
     order = np.random.default_rng(spec.seed).permutation(len(x))
-    n_val = int(round(len(x) * spec.validation_split))
+    n_val = round(len(x) * spec.validation_split)
     if len(x) - n_val < 1:
         raise InvalidInput("validation_split leaves no training rows")
     val, train = order[:n_val], order[n_val:]

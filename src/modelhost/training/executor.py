@@ -45,7 +45,10 @@ class LocalExecutor:
             os.chmod(log_path, 0o600)
             proc = subprocess.Popen(
                 [python, "-m", "modelhost.training.worker", str(run_id)],
-                env=child_env(self.settings), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=child_env(self.settings),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C on the server's terminal doesn't kill the run
             )
         with self._lock:
@@ -70,7 +73,9 @@ class LocalExecutor:
                 self.launch(run.id)
             elif not _alive(run.worker_pid):
                 with self.db.session() as s:
-                    runs.fail_if_unfinished(s, run.id, "worker lost (server restarted while the run was running)")
+                    runs.fail_if_unfinished(
+                        s, run.id, "worker lost (server restarted while the run was running)"
+                    )
 
     def running(self) -> list[int]:
         with self._lock:

@@ -41,11 +41,15 @@ def loss_fn(task: str) -> nn.Module:
     return nn.CrossEntropyLoss() if task == "classification" else nn.MSELoss()
 
 
-def train_step(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, opt: torch.optim.Optimizer, loss: nn.Module) -> float:
+def train_step(
+    model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, opt: torch.optim.Optimizer, loss: nn.Module
+) -> float:
     model.train()
     opt.zero_grad(set_to_none=True)
     out = model(xb)
-    value = loss(out.squeeze(-1) if out.shape[-1] == 1 and yb.dim() == 1 and yb.is_floating_point() else out, yb)
+    value = loss(
+        out.squeeze(-1) if out.shape[-1] == 1 and yb.dim() == 1 and yb.is_floating_point() else out, yb
+    )
     value.backward()
     opt.step()
     return float(value.detach())
@@ -65,7 +69,11 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, task: str) -> dict[
         }
     pred = out.squeeze(-1).numpy()
     err = pred - y
-    return {"loss": float(np.mean(err**2)), "mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err**2)))}
+    return {
+        "loss": float(np.mean(err**2)),
+        "mae": float(np.mean(np.abs(err))),
+        "rmse": float(np.sqrt(np.mean(err**2))),
+    }
 
 
 def fit(spec: TrainSpec, data: PreparedData, on_progress: ProgressFn) -> FitResult:

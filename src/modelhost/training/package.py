@@ -16,7 +16,7 @@ def output_specs(task: str, classes: list[int] | list[float] | list[str] | None)
         return [TensorSpec(name="prediction", datatype="FP32", shape=[-1])]
     label_type = {int: "INT64", float: "FP64", str: "BYTES"}[type(classes[0])]
     return [
-        TensorSpec(name="label", datatype=label_type, shape=[-1]),  # type: ignore[arg-type]
+        TensorSpec(name="label", datatype=label_type, shape=[-1]),
         TensorSpec(name="probabilities", datatype="FP32", shape=[-1, len(classes)]),
     ]
 
@@ -36,8 +36,12 @@ def package(
         preprocessing=data.preprocessing,
         classes=data.classes,
         metrics=result.metrics,
-        lineage=Lineage(run_id=run_id, dataset=spec.dataset, dataset_sha256=dataset_sha256,
-                        spec=spec.model_dump(mode="json")),
+        lineage=Lineage(
+            run_id=run_id,
+            dataset=spec.dataset,
+            dataset_sha256=dataset_sha256,
+            spec=spec.model_dump(mode="json"),
+        ),
     )
     state = {k: v.detach().contiguous() for k, v in result.model.state_dict().items()}
     return manifest, save(state, metadata={"format": "pt"})

@@ -84,8 +84,11 @@ def submit_run(s: Session, spec: TrainSpec) -> Run:
         raise InvalidInput(f"target: column {target!r} holds text; a regression target must be numeric")
     resolved = spec.model_copy(update={"target": target})
     row = RunRow(
-        name=spec.name or spec.model_name, status="queued", spec=resolved.model_dump(mode="json"),
-        dataset_id=ds.id, model_name=spec.model_name,
+        name=spec.name or spec.model_name,
+        status="queued",
+        spec=resolved.model_dump(mode="json"),
+        dataset_id=ds.id,
+        model_name=spec.model_name,
     )
     s.add(row)
     s.flush()
@@ -139,7 +142,7 @@ def claim_run(s: Session, run_id: int, pid: int) -> bool:
         .where(RunRow.id == run_id, RunRow.status == "queued")
         .values(status="running", worker_pid=pid, started_at=utcnow())
     )
-    return res.rowcount == 1  # type: ignore[attr-defined]
+    return bool(res.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def record_progress(
@@ -148,7 +151,9 @@ def record_progress(
     """Write progress and metrics; return True when a cancel was requested."""
     row = _row(s, run_id)
     row.step, row.total_steps = step, total
-    s.add_all(MetricRow(run_id=run_id, key=k, step=step, epoch=epoch, value=float(v)) for k, v in metrics.items())
+    s.add_all(
+        MetricRow(run_id=run_id, key=k, step=step, epoch=epoch, value=float(v)) for k, v in metrics.items()
+    )
     s.flush()
     return row.cancel_requested
 
@@ -171,7 +176,7 @@ def fail_if_unfinished(s: Session, run_id: int, reason: str) -> bool:
         .where(RunRow.id == run_id, RunRow.status.in_(("queued", "running")))
         .values(status="failed", error=reason, finished_at=utcnow())
     )
-    return res.rowcount == 1  # type: ignore[attr-defined]
+    return bool(res.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def unfinished_runs(s: Session) -> list[Run]:

@@ -52,8 +52,8 @@ class TrainSpec(_Strict):
     task: Literal["classification", "regression"] = "classification"
     preprocessing: Literal["standardize", "none"] = "standardize"
     """Fitted on the training split only and saved with the version, so serving applies the same."""
-    model: ModelSpec = ModelSpec()
-    optimizer: OptimizerSpec = OptimizerSpec()
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     epochs: int = Field(20, ge=1, le=100_000)
     batch_size: int = Field(64, ge=1, le=1_000_000)
     validation_split: float = Field(0.2, ge=0.0, lt=1.0)

@@ -19,15 +19,22 @@ def list_datasets(db: DB) -> list[service.Dataset]:
 
 @router.post("", status_code=201)
 def upload_dataset(
-    db: DB, store: Store, settings: AppSettings, file: UploadFile, name: str = Form(),
-    target: str | None = Form(None), description: str = Form(""),
+    db: DB,
+    store: Store,
+    settings: AppSettings,
+    file: UploadFile,
+    name: str = Form(),
+    target: str | None = Form(None),
+    description: str = Form(""),
 ) -> service.Dataset:
     """Upload a CSV file (multipart field ``file``) as dataset ``name``."""
     data = file.file.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
         raise PayloadTooLarge(f"upload exceeds the {settings.max_upload_bytes} byte limit")
     with db.session() as s:
-        return service.create_dataset(s, store, name, data, file.filename or "data.csv", target or None, description)
+        return service.create_dataset(
+            s, store, name, data, file.filename or "data.csv", target or None, description
+        )
 
 
 class SampleRequest(BaseModel, extra="forbid"):
@@ -35,7 +42,9 @@ class SampleRequest(BaseModel, extra="forbid"):
 
 
 @router.post("/samples/{sample}", status_code=201)
-def create_sample(sample: SampleName, db: DB, store: Store, body: SampleRequest | None = None) -> service.Dataset:
+def create_sample(
+    sample: SampleName, db: DB, store: Store, body: SampleRequest | None = None
+) -> service.Dataset:
     """Create a dataset from a bundled sample (digits, iris, wine); no network needed."""
     with db.session() as s:
         return service.create_sample_dataset(s, store, sample, body.name if body else None)

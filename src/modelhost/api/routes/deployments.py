@@ -35,7 +35,9 @@ def _status(manager: DeploymentManager, dep: service.Deployment) -> DeploymentSt
     return DeploymentStatus(**dep.model_dump(), state=state, error=entry.error if entry else None)
 
 
-async def _deploy(db: DB, manager: Manager, name: str, body: DeployRequest, replace: bool) -> DeploymentStatus:
+async def _deploy(
+    db: DB, manager: Manager, name: str, body: DeployRequest, replace: bool
+) -> DeploymentStatus:
     def work() -> DeploymentStatus:
         with db.session() as s:
             dep, _ = service.deploy(s, name, body.model, body.version, body.runtime, replace=replace)

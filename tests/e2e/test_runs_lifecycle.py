@@ -1,0 +1,79 @@
+"""Runs that end badly: cancelled mid-training, a worker killed with SIGKILL, bad data.
+Each ends in the store with the right status and a reason, never hung."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import httpx
+import pytest
+
+from tests.servers import ADMIN_KEY, Server
+
+pytestmark = pytest.mark.slow
+SLOW_SPEC = {"dataset": "wine-lc", "epochs": 100_000, "batch_size": 1, "register_as": "never"}
+
+
+@pytest.fixture(scope="module")
+def http(server: Server) -> httpx.Client:
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as c:
+        if c.get("/api/v1/datasets/wine-lc").status_code == 404:
+            assert c.post("/api/v1/datasets/samples/wine", json={"name": "wine-lc"}).status_code == 201
+        yield c
+
+
+def wait_for(http: httpx.Client, run_id: int, predicate, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while not predicate(run := http.get(f"/api/v1/runs/{run_id}").json()):
+        assert time.monotonic() < deadline, f"run {run_id} stuck: {run}"
+        time.sleep(0.1)
+    return run
+
+
+def test_cancel_stops_a_running_run_within_seconds(http: httpx.Client) -> None:
+    run_id = http.post("/api/v1/runs", json=SLOW_SPEC).json()["id"]
+    wait_for(http, run_id, lambda r: r["status"] == "running" and r["step"] > 0)
+    asked = time.monotonic()
+    assert http.post(f"/api/v1/runs/{run_id}/cancel").json()["cancel_requested"] is True
+    run = wait_for(http, run_id, lambda r: r["status"] != "running", timeout=10)
+    assert run["status"] == "cancelled" and time.monotonic() - asked < 5
+    assert run["error"] is None and run["version_id"] is None
+    assert http.post(f"/api/v1/runs/{run_id}/cancel").status_code == 409
+
+
+def test_killed_worker_fails_its_run_with_a_reason(http: httpx.Client) -> None:
+    run_id = http.post("/api/v1/runs", json=SLOW_SPEC).json()["id"]
+    run = wait_for(http, run_id, lambda r: r["status"] == "running" and r["step"] > 0)
+    os.kill(run["worker_pid"], signal.SIGKILL)
+    run = wait_for(http, run_id, lambda r: r["status"] != "running", timeout=10)
+    assert run["status"] == "failed" and "worker exited with code -9" in run["error"]
+
+
+def test_diverging_loss_fails_the_run_naming_the_cause(http: httpx.Client) -> None:
+    spec = {
+        "dataset": "wine-lc",
+        "task": "regression",
+        "target": "alcohol",
+        "preprocessing": "none",
+        "optimizer": {"name": "sgd", "lr": 10},
+        "epochs": 50,
+        "register_as": "diverge",
+    }
+    run_id = http.post("/api/v1/runs", json=spec).json()["id"]
+    run = wait_for(http, run_id, lambda r: r["status"] not in ("queued", "running"))
+    assert run["status"] == "failed" and "lower optimizer.lr" in run["error"]
+
+
+def test_spec_checked_against_the_dataset_before_queueing(http: httpx.Client) -> None:
+    r = http.post("/api/v1/runs", json={"dataset": "wine-lc", "target": "colour"})
+    assert (
+        r.status_code == 400
+        and r.json()["error"]["message"] == "target: column 'colour' is not in dataset 'wine-lc'"
+    )
+    r = http.post("/api/v1/runs", json={"dataset": "wine-lc", "features": ["label"]})
+    assert (
+        r.status_code == 400
+        and "features: column 'label' is not a numeric feature" in r.json()["error"]["message"]
+    )
