@@ -4,7 +4,7 @@ DeploymentManager turns them into loaded runtimes."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal, cast
+from typing import Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel
