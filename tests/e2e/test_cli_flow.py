@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import yaml
@@ -93,3 +96,38 @@ def test_cli_errors_are_one_clear_line(server: Server, tmp_path: Path) -> None:
     }
     denied = cli(server, "models", "list", env=wrong, ok=False)
     assert denied.returncode == 1 and "invalid, expired or revoked API key" in denied.stderr
+
+
+def test_ctrl_c_while_following_leaves_the_run_going(server: Server, tmp_path: Path) -> None:
+    env = {**server.env, "MODELHOST_URL": server.url, "MODELHOST_API_KEY": ADMIN_KEY}
+    cli(server, "datasets", "sample", "iris", "--name", "iris-ctrl-c")
+    spec = {"dataset": "iris-ctrl-c", "epochs": 100_000, "batch_size": 1, "register_as": "iris-ctrl-c"}
+    (tmp_path / "slow.yaml").write_text(yaml.safe_dump(spec))
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "modelhost.cli", "train", str(tmp_path / "slow.yaml")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert follower.stdout is not None
+    first = follower.stdout.readline()
+    run_id = int(first.split()[1])
+    assert first.strip() == f"run {run_id} queued"
+    client = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    deadline = time.monotonic() + 60
+    while client.get(f"/api/v1/runs/{run_id}").json()["step"] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    follower.send_signal(signal.SIGINT)
+    rest = follower.stdout.read()
+    assert follower.wait(timeout=20) == 130
+    follower.stdout.close()
+    assert f"run {run_id} keeps going" in rest
+    step = client.get(f"/api/v1/runs/{run_id}").json()["step"]
+    while (run := client.get(f"/api/v1/runs/{run_id}").json())["step"] == step:  # still training
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert run["status"] == "running"
+    assert client.post(f"/api/v1/runs/{run_id}/cancel").status_code == 200
+    client.close()

@@ -75,32 +75,6 @@ MLP_CONFIG = {"in_features": 4, "out_features": 3, "hidden_sizes": [8]}
 AUTH_FAILURE = "invalid, expired or revoked API key"
 UTC = dt.timedelta(0)
 
-SQLITE_SAVEPOINT_BUG = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="db.create_db_engine leaves pysqlite's legacy transaction control on: it emits no BEGIN "
-    "before the SAVEPOINT of s.begin_nested(), so the RELEASE commits the whole session's work "
-    "and a later rollback cannot undo it",
-)
-SQLITE_TZ_BUG = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="db.UTCDateTime.process_bind_param passes aware non-UTC datetimes through; SQLite stores "
-    "their wall-clock time without the offset, and it is read back as UTC (shifted)",
-)
-
-
-def on(*, sqlite: list[pytest.MarkDecorator] | None = None, postgresql: list[pytest.MarkDecorator] | None = None):
-    """Parametrize ``db`` over both databases, with marks (known bugs) for one of them."""
-    return pytest.mark.parametrize(
-        "db",
-        [
-            pytest.param("sqlite", marks=sqlite or []),
-            pytest.param("postgresql", marks=[pytest.mark.postgres, *(postgresql or [])]),
-        ],
-        indirect=True,
-    )
-
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -148,7 +122,9 @@ def weights() -> bytes:
     return safetensors.torch.save(build_model("mlp", MLP_CONFIG).state_dict())
 
 
-def register(db: Database, store: LocalArtifactStore, model: str, weights: bytes, task: str = "classification"):
+def register(
+    db: Database, store: LocalArtifactStore, model: str, weights: bytes, task: str = "classification"
+):
     with db.session() as s:
         return register_version(s, store, model, manifest(task), weights)
 
@@ -172,9 +148,16 @@ def test_migrate_twice_keeps_schema_and_data(db):
     db.migrate()
 
     assert set(sa.inspect(db.engine).get_table_names()) == {
-        "api_keys", "datasets", "runs", "metrics", "run_logs", "models", "model_versions", "deployments",
+        "api_keys",
+        "datasets",
+        "runs",
+        "metrics",
+        "run_logs",
+        "models",
+        "model_versions",
+        "deployments",
         "alembic_version",
-    }  # fmt: skip
+    }
     head = ScriptDirectory(str(resources.files("modelhost") / "migrations")).get_current_head()
     with db.engine.connect() as conn:
         assert MigrationContext.configure(conn).get_current_revision() == head
@@ -192,8 +175,11 @@ def test_create_dataset_infers_columns_and_records_digest(db, store):
         ds = get_dataset(s, "flowers")
     assert ds == created
     assert [(c.name, c.type) for c in ds.columns] == [
-        ("sepal", "int"), ("petal", "float"), ("color", "str"), ("label", "int"),
-    ]  # fmt: skip
+        ("sepal", "int"),
+        ("petal", "float"),
+        ("color", "str"),
+        ("label", "int"),
+    ]
     assert (ds.format, ds.num_rows, ds.target, ds.size_bytes) == ("csv", 4, "label", len(FLOWERS_CSV))
     assert ds.sha256 == sha256(FLOWERS_CSV)
     [key] = store.list("datasets/")
@@ -281,16 +267,22 @@ def test_load_table_round_trips(db, store):
     assert table.columns == ["sepal", "petal", "color", "label"]
     assert table.types == ["int", "float", "str", "int"]
     assert table.rows == [
-        ["5", "1.5", "red", "0"], ["6", "2.25", "blue", "1"], ["7", "3.0", "red", "2"], ["4", "0.5", "green", "1"],
-    ]  # fmt: skip
+        ["5", "1.5", "red", "0"],
+        ["6", "2.25", "blue", "1"],
+        ["7", "3.0", "red", "2"],
+        ["4", "0.5", "green", "1"],
+    ]
     assert table.numeric(["sepal", "petal"]).tolist() == [[5.0, 1.5], [6.0, 2.25], [7.0, 3.0], [4.0, 0.5]]
 
 
-@on(sqlite=[SQLITE_SAVEPOINT_BUG])
 def test_dataset_row_rolls_back_with_its_session(db, store):
-    with pytest.raises(RuntimeError, match="unit of work failed"), db.session() as s:
-        create_dataset(s, store, "flowers", FLOWERS_CSV)
-        raise RuntimeError("a later step of the same unit of work failed")
+    def upload_then_fail() -> None:
+        with db.session() as s:
+            create_dataset(s, store, "flowers", FLOWERS_CSV)
+            raise RuntimeError("a later step of the same unit of work failed")
+
+    with pytest.raises(RuntimeError, match="unit of work failed"):
+        upload_then_fail()
 
     with db.session() as s:
         assert list_datasets(s) == []
@@ -303,17 +295,28 @@ def test_submit_run_queues_with_the_datasets_target(db, store):
     ds = add_dataset(db, store)
 
     with db.session() as s:
-        run = submit_run(s, TrainSpec(dataset="flowers", features=["sepal", "petal"], register_as="flowers-mlp"))
+        run = submit_run(
+            s, TrainSpec(dataset="flowers", features=["sepal", "petal"], register_as="flowers-mlp")
+        )
 
     with db.session() as s:
         stored = get_run(s, run.id)
     assert stored == run
-    assert (stored.status, stored.name, stored.model_name, stored.dataset_id) == (
-        "queued", "flowers-mlp", "flowers-mlp", ds.id,
-    )  # fmt: skip
+    assert stored.model_dump(exclude={"id", "spec", "created_at"}) == {
+        "name": "flowers-mlp",
+        "status": "queued",
+        "dataset_id": ds.id,
+        "model_name": "flowers-mlp",
+        "version_id": None,
+        "error": None,
+        "cancel_requested": False,
+        "worker_pid": None,
+        "step": 0,
+        "total_steps": 0,
+        "started_at": None,
+        "finished_at": None,
+    }
     assert (stored.spec["target"], stored.spec["features"]) == ("label", ["sepal", "petal"])
-    assert (stored.step, stored.total_steps, stored.cancel_requested, stored.worker_pid) == (0, 0, False, None)
-    assert (stored.started_at, stored.finished_at, stored.finished) == (None, None, False)
 
 
 @pytest.mark.parametrize(
@@ -322,7 +325,11 @@ def test_submit_run_queues_with_the_datasets_target(db, store):
         ({"dataset": "nope"}, NotFound, "dataset 'nope' not found"),
         ({"dataset": "untargeted"}, InvalidInput, "target: dataset 'untargeted' has no default target"),
         ({"dataset": "flowers", "target": "species"}, InvalidInput, "target: column 'species' is not in"),
-        ({"dataset": "flowers", "features": ["sepal", "width"]}, InvalidInput, "features: column 'width' is not in"),
+        (
+            {"dataset": "flowers", "features": ["sepal", "width"]},
+            InvalidInput,
+            "features: column 'width' is not in",
+        ),
         ({"dataset": "flowers", "features": ["color"]}, InvalidInput, "'color' is not a numeric feature"),
         ({"dataset": "flowers", "features": ["label"]}, InvalidInput, "'label' is not a numeric feature"),
         (
@@ -331,9 +338,16 @@ def test_submit_run_queues_with_the_datasets_target(db, store):
             "regression target must be numeric",
         ),
     ],
-    ids=["unknown-dataset", "no-target", "unknown-target", "unknown-feature", "text-feature", "target-as-feature",
-         "text-regression-target"],
-)  # fmt: skip
+    ids=[
+        "unknown-dataset",
+        "no-target",
+        "unknown-target",
+        "unknown-feature",
+        "text-feature",
+        "target-as-feature",
+        "text-regression-target",
+    ],
+)
 def test_submit_run_validates_against_the_dataset(db, store, spec, error, match):
     add_dataset(db, store, "flowers")
     add_dataset(db, store, "untargeted", target=None)
@@ -478,8 +492,10 @@ def test_fail_if_unfinished_leaves_finished_runs_alone(db, store):
         runs = [get_run(s, r) for r in (queued, running, done)]
         assert unfinished_runs(s) == []
     assert [(r.status, r.error) for r in runs] == [
-        ("failed", "worker exited with code -9"), ("failed", "worker exited with code -9"), ("succeeded", None),
-    ]  # fmt: skip
+        ("failed", "worker exited with code -9"),
+        ("failed", "worker exited with code -9"),
+        ("succeeded", None),
+    ]
     assert all(r.finished_at is not None for r in runs)
 
 
@@ -570,7 +586,6 @@ def test_failed_registration_leaves_no_artifacts(db, store, weights):
         assert read_weights(s, store, get_version(s, "iris")) == weights
 
 
-@on(sqlite=[SQLITE_SAVEPOINT_BUG])
 def test_failed_first_registration_leaves_no_model(db, store, weights):
     with pytest.raises(StorageError), db.session() as s:
         register_version(s, WeightsWriteFails(store.root), "fresh", manifest(), weights)
@@ -587,8 +602,9 @@ def test_list_models_reports_latest_version(db, store, weights):
     with db.session() as s:
         models = list_models(s)
     assert [(m.name, m.task, m.latest_version) for m in models] == [
-        ("iris", "classification", 2), ("wine", "regression", 1),
-    ]  # fmt: skip
+        ("iris", "classification", 2),
+        ("wine", "regression", 1),
+    ]
 
 
 # --- deployments -------------------------------------------------------------------------
@@ -599,7 +615,13 @@ def test_deploy_creates_then_repoints(db, store, weights):
     with db.session() as s:
         first, created = deploy(s, "web", "iris")
     assert created is True
-    assert (first.name, first.model, first.version, first.version_id, first.runtime) == ("web", "iris", 1, v1.id, "torch")
+    assert first.model_dump(include={"name", "model", "version", "version_id", "runtime"}) == {
+        "name": "web",
+        "model": "iris",
+        "version": 1,
+        "version_id": v1.id,
+        "runtime": "torch",
+    }
 
     v2 = register(db, store, "iris", weights)
     with db.session() as s:
@@ -744,7 +766,6 @@ def test_timestamps_come_back_aware_in_utc(db, store):
     assert key.expires_at == expires
 
 
-@on(sqlite=[SQLITE_TZ_BUG])
 def test_expiry_given_in_another_zone_keeps_its_instant(db):
     india = dt.timezone(dt.timedelta(hours=5, minutes=30))
     expires = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).astimezone(india)
@@ -757,35 +778,12 @@ def test_expiry_given_in_another_zone_keeps_its_instant(db):
     assert key.expires_at.utcoffset() == UTC
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="auth.service.create_key compares expires_at with utcnow() before checking it is aware: "
-    "a naive datetime raises TypeError instead of InvalidInput",
-)
 def test_naive_expiry_is_invalid_input(db):
     with pytest.raises(InvalidInput, match="expires_at"), db.session() as s:
         create_key(s, "ci", expires_at=dt.datetime.now() + dt.timedelta(days=1))
 
 
-@pytest.mark.parametrize(
-    "db",
-    [
-        pytest.param(
-            "postgresql",
-            marks=[
-                pytest.mark.postgres,
-                pytest.mark.xfail(
-                    strict=True,
-                    raises=AssertionError,
-                    reason="db.UTCDateTime.process_result_value returns psycopg's aware datetimes as they "
-                    "come, in the server's TimeZone, not converted to UTC",
-                ),
-            ],
-        )
-    ],
-    indirect=True,
-)
+@pytest.mark.parametrize("db", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
 def test_timestamps_are_utc_whatever_the_servers_timezone(db):
     with db.engine.begin() as conn:
         conn.exec_driver_sql(f"ALTER DATABASE {db.engine.url.database} SET TimeZone TO 'Asia/Kolkata'")

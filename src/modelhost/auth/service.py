@@ -67,6 +67,8 @@ def create_key(
         key = KEY_PREFIX + secrets.token_urlsafe(32)
     elif len(key) < MIN_KEY_LEN or not key.isascii() or not key.isprintable() or " " in key:
         raise InvalidInput(f"an API key must be at least {MIN_KEY_LEN} printable ASCII characters, no spaces")
+    if expires_at is not None and expires_at.tzinfo is None:
+        raise InvalidInput("expires_at needs a timezone, e.g. 2030-01-01T00:00:00Z")
     if expires_at is not None and expires_at <= utcnow():
         raise InvalidInput("expires_at must be in the future")
     row = ApiKeyRow(name=name, prefix=key[:PREFIX_LEN], key_hash=_hash(key), role=role, expires_at=expires_at)

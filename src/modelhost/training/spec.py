@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from modelhost.errors import InvalidInput
 from modelhost.names import check_name
@@ -63,8 +63,12 @@ class TrainSpec(_Strict):
 
     @field_validator("name", "register_as", "dataset")
     @classmethod
-    def _names(cls, v: str | None) -> str | None:
-        return v if v is None else check_name("model", v)
+    def _names(cls, v: str | None, info: ValidationInfo) -> str | None:
+        kind = {"dataset": "dataset", "register_as": "model", "name": "run"}[info.field_name or "name"]
+        try:
+            return v if v is None else check_name(kind, v)
+        except InvalidInput as e:  # re-raised as a field error, so the message names the field
+            raise ValueError(e.message) from None
 
     @property
     def model_name(self) -> str:

@@ -1,0 +1,134 @@
+"""The training loop on CPU at tiny sizes: a step learns, a seed reproduces, and the version
+it packages serves the same answers the loop measured."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load
+
+from modelhost.datasets.formats import parse_csv
+from modelhost.datasets.samples import sample_csv
+from modelhost.errors import InvalidInput
+from modelhost.nn import build_model
+from modelhost.serving.runtime import TorchRuntime
+from modelhost.training.data import apply_preprocessing, prepare
+from modelhost.training.loop import Cancelled, fit, loss_fn, make_optimizer, train_step
+from modelhost.training.package import package
+from modelhost.training.spec import parse_spec
+
+
+@pytest.fixture(scope="module")
+def iris():
+    data, target = sample_csv("iris")
+    return parse_csv(data, "iris.csv"), target
+
+
+def spec(**kw):
+    return parse_spec(
+        {
+            "dataset": "iris",
+            "target": "label",
+            "epochs": 30,
+            "batch_size": 16,
+            "model": {"hidden_sizes": [16]},
+            "optimizer": {"lr": 0.01},
+            **kw,
+        }
+    )
+
+
+def never(*_args) -> bool:
+    return False
+
+
+def test_train_step_lowers_the_loss_on_a_fixed_batch() -> None:
+    torch.manual_seed(0)
+    model = build_model("mlp", {"in_features": 4, "out_features": 3, "hidden_sizes": [64]})
+    x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    opt = make_optimizer(spec(), model.parameters())
+    losses = [train_step(model, x, y, opt, loss_fn("classification")) for _ in range(150)]
+    assert losses[-1] < losses[0] * 0.5
+
+
+def test_preprocessing_is_fitted_on_the_training_split_only(iris) -> None:
+    table, _ = iris
+    data = prepare(table, spec())
+    assert len(data.x_train) == 120 and len(data.x_val) == 30
+    assert np.allclose(data.x_train.mean(axis=0), 0, atol=1e-5)
+    assert np.allclose(data.x_train.std(axis=0), 1, atol=1e-4)
+    assert not np.allclose(data.x_val.mean(axis=0), 0, atol=1e-3)
+    assert data.classes == [0, 1, 2]
+
+
+def test_fit_learns_iris_and_a_seed_reproduces_it(iris) -> None:
+    table, _ = iris
+    data = prepare(table, spec())
+    a, b = fit(spec(), data, never), fit(spec(), data, never)
+    assert a.metrics["val_accuracy"] >= 0.89  # 27+ of 30 held-out flowers; chance is 10
+    for (k, va), (_, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items(), strict=True):
+        assert torch.equal(va, vb), k
+    c = fit(spec(seed=1), prepare(table, spec(seed=1)), never)
+    assert not torch.equal(a.model.state_dict()["net.0.weight"], c.model.state_dict()["net.0.weight"])
+
+
+def test_progress_callback_cancels(iris) -> None:
+    table, _ = iris
+    calls = []
+
+    def cancel_on_third(step, total, epoch, metrics) -> bool:
+        calls.append(step)
+        return len(calls) == 3
+
+    with pytest.raises(Cancelled, match="cancelled at step 3"):
+        fit(spec(), prepare(table, spec()), cancel_on_third)
+
+
+def test_packaged_version_serves_what_the_loop_measured(iris) -> None:
+    table, _ = iris
+    s, data = spec(), prepare(table, spec())
+    result = fit(s, data, never)
+    manifest, weights = package(s, data, result, run_id=7, dataset_sha256="0" * 64)
+    assert set(load(weights)) == set(result.model.state_dict())
+    assert manifest.signature.inputs[0].shape == [-1, 4]
+    assert [o.name for o in manifest.signature.outputs] == ["label", "probabilities"]
+    runtime = TorchRuntime(manifest, weights)
+    raw = table.numeric(data.preprocessing.features)  # serving gets raw features
+    out = runtime.predict(raw)
+    assert out["label"].shape == (150,) and out["probabilities"].shape == (150, 3)
+    with torch.inference_mode():
+        logits = result.model(torch.from_numpy(apply_preprocessing(data.preprocessing, raw)))
+    assert (out["label"] == np.array(data.classes)[logits.argmax(-1).numpy()]).all()
+    assert np.allclose(out["probabilities"], torch.softmax(logits, -1).numpy(), atol=1e-6)
+
+
+def test_regression_reports_errors_and_serves_floats() -> None:
+    data, _ = sample_csv("wine")
+    table = parse_csv(data)
+    s = parse_spec(
+        {
+            "dataset": "wine",
+            "target": "alcohol",
+            "task": "regression",
+            "epochs": 150,
+            "batch_size": 16,
+            "model": {"hidden_sizes": [16]},
+            "optimizer": {"lr": 0.01},
+        }
+    )
+    prepared = prepare(table, s)
+    result = fit(s, prepared, never)
+    assert set(result.metrics) == {"train_loss", "val_loss", "val_mae", "val_rmse"}
+    y_val = prepared.y_val
+    assert result.metrics["val_rmse"] < y_val.std()  # beats predicting the mean
+    manifest, weights = package(s, prepared, result, 1, "0" * 64)
+    out = TorchRuntime(manifest, weights).predict(table.numeric(prepared.preprocessing.features)[:5])
+    assert out["prediction"].dtype == np.float32 and out["prediction"].shape == (5,)
+
+
+def test_a_single_class_target_is_refused(iris) -> None:
+    table, _ = iris
+    one_class = type(table)(table.columns, table.types, [r for r in table.rows if r[-1] == "0"])
+    with pytest.raises(InvalidInput, match="single class"):
+        prepare(one_class, spec())
