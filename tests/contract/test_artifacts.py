@@ -8,33 +8,22 @@ import os
 import re
 import stat
 import uuid
-from collections.abc import Iterator
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from modelhost.artifacts import ArtifactStore, Digest, open_artifacts, validate_key
 from modelhost.artifacts.local import LocalArtifactStore
 from modelhost.artifacts.s3 import S3ArtifactStore
 from modelhost.errors import IntegrityError, InvalidInput, NotFound, StorageError
+from tests.conftest import S3_CREDENTIALS
 
 BIG = os.urandom(3 * 1024 * 1024 + 12345)  # > 3 MiB and not a whole number of chunks
-CREDS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture
 def s3_client(moto_endpoint):
-    return boto3.client("s3", endpoint_url=moto_endpoint, **CREDS)
+    return boto3.client("s3", endpoint_url=moto_endpoint, **S3_CREDENTIALS)
 
 
 @pytest.fixture(params=["local", "s3"])
