@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     """Endpoint of an S3-compatible server (MinIO, moto); default AWS."""
     max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1)
     """Largest accepted dataset upload."""
+    max_request_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    """Largest accepted request body outside dataset uploads."""
     max_instances: int = Field(10_000, ge=1)
     """Most instances in one prediction request."""
     python: str | None = None

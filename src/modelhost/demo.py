@@ -9,7 +9,7 @@ from modelhost.cli.follow import follow_run
 from modelhost.cli.output import console
 from modelhost.datasets.service import create_sample_dataset, get_dataset
 from modelhost.errors import NotFound
-from modelhost.serving.service import deploy, get_deployment
+from modelhost.serving.service import get_deployment
 from modelhost.training import service as runs
 from modelhost.training.spec import parse_spec
 
@@ -117,7 +117,5 @@ def run_demo(app: FastAPI) -> None:
     if final["status"] != "succeeded":
         console.print(f"[red]demo training {final['status']}[/red]: {final.get('error')}")
         return
-    with db.session() as s:
-        dep, _ = deploy(s, "digits", "digits")
-    manager.load(dep)
+    dep = manager.deploy("digits", "digits").deployment
     console.print(f"deployed 'digits' (model digits v{dep.version})")

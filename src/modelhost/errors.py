@@ -77,6 +77,10 @@ class NotReady(PlatformError, code="not_ready", status=503):
     """The resource exists but cannot serve yet (loading, or failed to load)."""
 
 
+class LoadFailed(PlatformError, code="load_failed", status=422):
+    """A model version could not be loaded into a runtime; the message says why."""
+
+
 class IntegrityError(PlatformError, code="integrity_error", status=500):
     """Stored bytes do not match their recorded sha256: corruption or tampering."""
 

@@ -168,3 +168,44 @@ def test_bad_spec_field_is_named(http: httpx.Client, deployed: dict) -> None:
         "type": "not_found",
         "message": "dataset 'missing' not found",
     }
+
+
+def test_a_version_that_fails_to_load_is_refused_and_the_old_one_keeps_serving(
+    http: httpx.Client, server: Server, deployed: dict, digits_split
+) -> None:
+    from safetensors.torch import save
+
+    from modelhost.artifacts import open_artifacts
+    from modelhost.db import Database
+    from modelhost.nn import build_model
+    from modelhost.registry.manifest import Manifest
+    from modelhost.registry.service import get_version, register_version
+
+    db = Database(f"sqlite:///{server.home / 'modelhost.db'}")
+    store = open_artifacts((server.home / "artifacts").as_uri())
+    with db.session() as s:  # version 2 claims a wider layer than its weights hold
+        v1 = get_version(s, "digits-mlp", 1).manifest
+        bad = Manifest.model_validate({**v1.model_dump(), "config": {**v1.config, "hidden_sizes": [32]}})
+        weights = save(build_model("mlp", {**v1.config, "hidden_sizes": [64]}).state_dict())
+        assert register_version(s, store, "digits-mlp", bad, weights).number == 2
+    db.dispose()
+    r = http.put("/api/v1/deployments/digits-e2e", json={"model": "digits-mlp", "version": 2})
+    assert r.status_code == 422
+    assert r.json()["error"]["type"] == "load_failed" and "size mismatch" in r.json()["error"]["message"]
+    assert http.get("/api/v1/deployments/digits-e2e").json()["version"] == 1
+    _, x_test, y_test = digits_split
+    predictions = http.post("/v1/models/digits-e2e:predict", json={"instances": x_test[:50].tolist()}).json()
+    assert (np.array(predictions["predictions"]) == y_test[:50]).mean() >= 0.9
+
+
+def test_oversized_body_is_refused_with_413(http: httpx.Client, deployed: dict) -> None:
+    big = b" " * (64 * 1024 * 1024 + 1)  # one byte over the default limit
+    r = http.post("/v1/models/digits-e2e:predict", content=big, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
+    assert r.json()["error"] == f"request body of {len(big)} bytes exceeds the {64 * 1024 * 1024} byte limit"
+    chunks = (big[i : i + (1 << 20)] for i in range(0, len(big), 1 << 20))  # chunked: no Content-Length
+    r = http.post(
+        "/v1/models/digits-e2e:predict", content=chunks, headers={"Content-Type": "application/json"}
+    )
+    assert r.status_code == 413
+    assert r.json()["error"] == "request body too large for /v1/models/digits-e2e:predict"

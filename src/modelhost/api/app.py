@@ -12,6 +12,7 @@ from fastapi import FastAPI
 import modelhost
 from modelhost.api.auth import AuthMiddleware
 from modelhost.api.errors import install_error_handlers
+from modelhost.api.limits import BodySizeMiddleware
 from modelhost.api.routes import datasets, deployments, health, inference, keys, models, runs
 from modelhost.artifacts import open_artifacts
 from modelhost.auth.service import Authenticator, CreatedKey, ensure_admin_key
@@ -60,7 +61,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.authenticator = Authenticator(db)
     app.state.ready = False
     install_error_handlers(app)
-    app.add_middleware(AuthMiddleware, authenticator=app.state.authenticator)
-    for r in (health, datasets, runs, models, deployments, keys, inference):
-        app.include_router(r.router)
+    app.add_middleware(
+        BodySizeMiddleware,
+        max_request_bytes=settings.max_request_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
+    app.add_middleware(AuthMiddleware, authenticator=app.state.authenticator)  # outermost: auth first
+    app.include_router(datasets.router, max_body_size=settings.max_upload_bytes + 64 * 1024)
+    for r in (health, runs, models, deployments, keys, inference):
+        app.include_router(r.router, max_body_size=settings.max_request_bytes)
     return app

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -13,33 +14,16 @@ from modelhost.serving.manager import DeploymentManager
 from modelhost.training.executor import LocalExecutor
 
 
-def _db(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
+def _app_state(attr: str) -> Callable[[Request], Any]:
+    def get(request: Request) -> Any:
+        return getattr(request.app.state, attr)
+
+    get.__name__ = f"app_state_{attr}"
+    return get
 
 
-def _store(request: Request) -> ArtifactStore:
-    store: ArtifactStore = request.app.state.store
-    return store
-
-
-def _manager(request: Request) -> DeploymentManager:
-    manager: DeploymentManager = request.app.state.manager
-    return manager
-
-
-def _executor(request: Request) -> LocalExecutor:
-    executor: LocalExecutor = request.app.state.executor
-    return executor
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-DB = Annotated[Database, Depends(_db)]
-Store = Annotated[ArtifactStore, Depends(_store)]
-Manager = Annotated[DeploymentManager, Depends(_manager)]
-Executor = Annotated[LocalExecutor, Depends(_executor)]
-AppSettings = Annotated[Settings, Depends(_settings)]
+DB = Annotated[Database, Depends(_app_state("db"))]
+Store = Annotated[ArtifactStore, Depends(_app_state("store"))]
+Manager = Annotated[DeploymentManager, Depends(_app_state("manager"))]
+Executor = Annotated[LocalExecutor, Depends(_app_state("executor"))]
+AppSettings = Annotated[Settings, Depends(_app_state("settings"))]

@@ -18,6 +18,7 @@ from modelhost.errors import (
     MethodNotAllowed,
     NotFound,
     Overloaded,
+    PayloadTooLarge,
     PlatformError,
     Unauthenticated,
 )
@@ -73,6 +74,8 @@ def install_error_handlers(app: FastAPI) -> None:
             err = NotFound(f"no route {request.method} {request.url.path}")
         elif exc.status_code == 405:
             err = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+        elif exc.status_code == 413:
+            err = PayloadTooLarge(f"request body too large for {request.url.path}")
         elif 400 <= exc.status_code < 500:
             err = InvalidInput(str(exc.detail))
         else:

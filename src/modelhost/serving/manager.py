@@ -12,10 +12,17 @@ import numpy as np
 
 from modelhost.artifacts import ArtifactStore
 from modelhost.db import Database
-from modelhost.errors import NotFound, NotReady
+from modelhost.errors import LoadFailed, NotFound, NotReady, PlatformError
 from modelhost.registry.service import get_version_by_id, read_weights
 from modelhost.serving.runtime import TorchRuntime
-from modelhost.serving.service import Deployment, list_deployments
+from modelhost.serving.service import (
+    Deployment,
+    RuntimeName,
+    delete_deployment,
+    deploy,
+    list_deployments,
+    resolve_target,
+)
 
 log = logging.getLogger("modelhost.serving")
 
@@ -39,25 +46,51 @@ class DeploymentManager:
         self.db, self.store = db, store
         self._loaded: dict[str, LoadedDeployment] = {}
         self._lock = threading.Lock()
+        self._deploy_lock = threading.Lock()  # one deploy at a time: store and memory agree
         self.started = threading.Event()
 
-    def load(self, dep: Deployment) -> LoadedDeployment:
-        current = self._loaded.get(dep.name)
-        if current and current.state == "ready" and current.deployment.version_id == dep.version_id:
-            return current
-        if current is None:
-            self._loaded[dep.name] = LoadedDeployment(dep, "loading")
+    def build(self, version_id: int) -> TorchRuntime:
+        """Load a version into a new runtime (weights verified by sha256). Raises LoadFailed."""
         try:
             with self.db.session() as s:
-                version = get_version_by_id(s, dep.version_id)
+                version = get_version_by_id(s, version_id)
                 weights = read_weights(s, self.store, version)
-            entry = LoadedDeployment(dep, "ready", TorchRuntime(version.manifest, weights))
-        except Exception as e:  # reported on the deployment; other deployments keep serving
-            log.exception("deployment %s failed to load", dep.name)
-            entry = LoadedDeployment(dep, "failed", error=f"{type(e).__name__}: {e}")
+            return TorchRuntime(version.manifest, weights)
+        except PlatformError:
+            raise
+        except Exception as e:
+            raise LoadFailed(f"version {version_id} could not be loaded: {type(e).__name__}: {e}") from e
+
+    def _set(self, entry: LoadedDeployment) -> LoadedDeployment:
         with self._lock:
-            self._loaded[dep.name] = entry
+            self._loaded[entry.deployment.name] = entry
         return entry
+
+    def load(self, dep: Deployment) -> LoadedDeployment:
+        """Load a stored deployment (at start); a failure is recorded on it, not raised."""
+        try:
+            return self._set(LoadedDeployment(dep, "ready", self.build(dep.version_id)))
+        except PlatformError as e:  # reported on the deployment; other deployments keep serving
+            log.error("deployment %s failed to load: %s", dep.name, e.message)
+            return self._set(LoadedDeployment(dep, "failed", error=e.message))
+
+    def deploy(
+        self,
+        name: str,
+        model: str,
+        version: int | None = None,
+        runtime: RuntimeName = "torch",
+        replace: bool = True,
+    ) -> LoadedDeployment:
+        """Create or repoint a deployment. The new version is loaded before anything changes:
+        if it fails to load, the store and the version being served stay as they were."""
+        with self._deploy_lock:
+            with self.db.session() as s:
+                target = resolve_target(s, name, model, version, replace)
+            new_runtime = self.build(target.id)
+            with self.db.session() as s:
+                dep, _ = deploy(s, name, model, target.number, runtime, replace)
+            return self._set(LoadedDeployment(dep, "ready", new_runtime))
 
     def load_all(self) -> None:
         with self.db.session() as s:
@@ -66,9 +99,13 @@ class DeploymentManager:
             self.load(dep)
         self.started.set()
 
-    def unload(self, name: str) -> None:
-        with self._lock:
-            self._loaded.pop(name, None)
+    def undeploy(self, name: str) -> None:
+        """Delete the deployment from the store, then stop serving it."""
+        with self._deploy_lock:
+            with self.db.session() as s:
+                delete_deployment(s, name)
+            with self._lock:
+                self._loaded.pop(name, None)
 
     def get(self, name: str) -> LoadedDeployment:
         entry = self._loaded.get(name)

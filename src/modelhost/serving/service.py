@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from modelhost.errors import AlreadyExists, NotFound
 from modelhost.names import check_name
-from modelhost.registry.service import get_version, get_version_by_id
+from modelhost.registry.service import ModelVersion, get_version, get_version_by_id
 from modelhost.serving.tables import DeploymentRow
 
 RuntimeName = Literal["torch"]
@@ -48,6 +48,17 @@ def _row(s: Session, name: str) -> DeploymentRow | None:
     return s.scalar(sa.select(DeploymentRow).where(DeploymentRow.name == name))
 
 
+def resolve_target(
+    s: Session, name: str, model: str, version: int | None = None, replace: bool = True
+) -> ModelVersion:
+    """The version a deploy of ``name`` would serve; checks the name and, without
+    ``replace``, that the deployment does not exist yet."""
+    check_name("deployment", name)
+    if not replace and _row(s, name) is not None:
+        raise AlreadyExists(f"deployment {name!r} already exists")
+    return get_version(s, model, version)
+
+
 def deploy(
     s: Session,
     name: str,
@@ -60,16 +71,12 @@ def deploy(
 
     ``version`` None means the model's latest. Returns the deployment and whether it is new.
     """
-    check_name("deployment", name)
-    v = get_version(s, model, version)
+    v = resolve_target(s, name, model, version, replace)
     row = _row(s, name)
-    if row is not None and not replace:
-        raise AlreadyExists(f"deployment {name!r} already exists")
     created = row is None
     if row is None:
-        row = DeploymentRow(name=name, model_id=0, version_id=0, runtime=runtime)
-    row.version_id, row.runtime = v.id, runtime
-    row.model_id = v.model_id
+        row = DeploymentRow(name=name, model_id=v.model_id, version_id=v.id, runtime=runtime)
+    row.model_id, row.version_id, row.runtime = v.model_id, v.id, runtime
     try:
         with s.begin_nested():
             s.add(row)

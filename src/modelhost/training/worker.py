@@ -56,12 +56,13 @@ def execute_run(db: Database, store: ArtifactStore, run_id: int) -> str | None:
     with db.session() as s:
         if not runs.claim_run(s, run_id, os.getpid()):
             return None
-        run = runs.get_run(s, run_id)
-        spec = TrainSpec.model_validate(run.spec)
-        dataset = get_dataset_by_id(s, run.dataset_id)
-        table = load_table(s, store, run.dataset_id)
-    _log(db, run_id, f"worker {os.getpid()} started run {run_id} on dataset {dataset.name!r}")
+    _log(db, run_id, f"worker {os.getpid()} started run {run_id}")
     try:
+        with db.session() as s:
+            run = runs.get_run(s, run_id)
+            spec = TrainSpec.model_validate(run.spec)
+            dataset = get_dataset_by_id(s, run.dataset_id)
+            table = load_table(s, store, run.dataset_id)
         data = prepare(table, spec)
         result = fit(spec, data, ProgressReporter(db, run_id))
         manifest, weights = package(spec, data, result, run_id, dataset.sha256)

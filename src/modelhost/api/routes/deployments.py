@@ -36,15 +36,12 @@ def _status(manager: DeploymentManager, dep: service.Deployment) -> DeploymentSt
 
 
 async def _deploy(
-    db: DB, manager: Manager, name: str, body: DeployRequest, replace: bool
+    manager: DeploymentManager, name: str, body: DeployRequest, replace: bool
 ) -> DeploymentStatus:
-    def work() -> DeploymentStatus:
-        with db.session() as s:
-            dep, _ = service.deploy(s, name, body.model, body.version, body.runtime, replace=replace)
-        manager.load(dep)  # loads fully before swapping: requests in flight are not dropped
-        return _status(manager, dep)
-
-    return await anyio.to_thread.run_sync(work)
+    entry = await anyio.to_thread.run_sync(
+        manager.deploy, name, body.model, body.version, body.runtime, replace
+    )
+    return _status(manager, entry.deployment)
 
 
 @router.get("")
@@ -54,14 +51,14 @@ def list_deployments(db: DB, manager: Manager) -> list[DeploymentStatus]:
 
 
 @router.post("", status_code=201)
-async def create_deployment(body: CreateDeployment, db: DB, manager: Manager) -> DeploymentStatus:
-    return await _deploy(db, manager, body.name, body, replace=False)
+async def create_deployment(body: CreateDeployment, manager: Manager) -> DeploymentStatus:
+    return await _deploy(manager, body.name, body, replace=False)
 
 
 @router.put("/{name}")
-async def put_deployment(name: str, body: DeployRequest, db: DB, manager: Manager) -> DeploymentStatus:
+async def put_deployment(name: str, body: DeployRequest, manager: Manager) -> DeploymentStatus:
     """Create or update: point ``name`` at a version, swapping without dropping requests."""
-    return await _deploy(db, manager, name, body, replace=True)
+    return await _deploy(manager, name, body, replace=True)
 
 
 @router.get("/{name}")
@@ -71,8 +68,6 @@ def show_deployment(name: str, db: DB, manager: Manager) -> DeploymentStatus:
 
 
 @router.delete("/{name}", status_code=204)
-def delete_deployment(name: str, db: DB, manager: Manager) -> Response:
-    with db.session() as s:
-        service.delete_deployment(s, name)
-    manager.unload(name)
+def delete_deployment(name: str, manager: Manager) -> Response:
+    manager.undeploy(name)
     return Response(status_code=204)
