@@ -31,6 +31,15 @@ class Server:
     env: dict[str, str]
 
     def stop(self) -> None:
+        """Cancel runs still going (their workers outlive the server by design), then stop."""
+        if self.proc.poll() is None:
+            auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
+            try:
+                for run in httpx.get(self.url + "/api/v1/runs", headers=auth, timeout=10).json():
+                    if run["status"] in ("queued", "running"):
+                        httpx.post(self.url + f"/api/v1/runs/{run['id']}/cancel", headers=auth, timeout=10)
+            except (httpx.HTTPError, ValueError, TypeError):
+                pass  # a server that no longer answers has nothing to cancel through
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:

@@ -133,6 +133,13 @@ class Client:
     def list_versions(self, name: str) -> list[dict[str, Any]]:
         return self._call("GET", f"/api/v1/models/{name}/versions")  # type: ignore[no-any-return]
 
+    def import_model(self, path: str | Path, name: str) -> dict[str, Any]:
+        """Upload an ONNX file as the next version of model ``name``; returns the version."""
+        p = Path(path)
+        with p.open("rb") as f:
+            files = {"file": (p.name, f, "application/octet-stream")}
+            return self._call("POST", f"/api/v1/models/{name}/import", files=files)  # type: ignore[no-any-return]
+
     # --- deployments and inference
     def deploy(self, name: str, model: str, version: int | None = None) -> dict[str, Any]:
         return self._call("PUT", f"/api/v1/deployments/{name}", json={"model": model, "version": version})  # type: ignore[no-any-return]

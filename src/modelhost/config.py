@@ -69,7 +69,8 @@ def child_env(settings: Settings) -> dict[str, str]:
     """Environment for a worker subprocess: ours, with the resolved stores pinned."""
     import os
 
-    env = dict(os.environ)
+    secrets = ("MODELHOST_ADMIN_KEY", "MODELHOST_API_KEY")  # a worker needs neither
+    env = {k: v for k, v in os.environ.items() if k not in secrets}
     env.update(
         MODELHOST_HOME=str(settings.home),
         MODELHOST_DATABASE_URL=settings.resolved_database_url,

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+log = logging.getLogger("modelhost.db")
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -101,13 +104,18 @@ class Database:
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
+        """A unit of work. Services that touch artifacts register compensations with
+        :func:`on_rollback` (undo a write) and :func:`after_commit` (a delete that may only
+        happen once the rows no longer point at the bytes)."""
         with self._sessions() as s:
             try:
                 yield s
                 s.commit()
             except BaseException:
                 s.rollback()
+                _run_hooks(s, "on_rollback")
                 raise
+            _run_hooks(s, "after_commit")
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision (idempotent, safe on every start)."""
@@ -123,6 +131,26 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def on_rollback(s: Session, action: Callable[[], object]) -> None:
+    """Run ``action`` if this unit of work rolls back (e.g. delete bytes written for it)."""
+    s.info.setdefault("on_rollback", []).append(action)
+
+
+def after_commit(s: Session, action: Callable[[], object]) -> None:
+    """Run ``action`` once this unit of work has committed."""
+    s.info.setdefault("after_commit", []).append(action)
+
+
+def _run_hooks(s: Session, kind: str) -> None:
+    for action in s.info.pop(kind, []):
+        try:
+            action()
+        except Exception:  # a failed clean-up must not mask the outcome; it is logged
+            log.exception("%s hook failed", kind)
+    s.info.pop("on_rollback", None)
+    s.info.pop("after_commit", None)
 
 
 def import_all_tables() -> None:

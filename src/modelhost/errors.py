@@ -9,7 +9,8 @@ Messages reach clients: never put secrets in them.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 
 class PlatformError(Exception):
@@ -73,6 +74,10 @@ class Overloaded(PlatformError, code="overloaded", status=503):
         self.retry_after = retry_after
 
 
+class GatewayTimeout(PlatformError, code="timeout", status=504):
+    """The request was not answered within its deadline (and was dropped if not yet run)."""
+
+
 class NotReady(PlatformError, code="not_ready", status=503):
     """The resource exists but cannot serve yet (loading, or failed to load)."""
 
@@ -81,7 +86,7 @@ class LoadFailed(PlatformError, code="load_failed", status=422):
     """A model version could not be loaded into a runtime; the message says why."""
 
 
-class IntegrityError(PlatformError, code="integrity_error", status=500):
+class ArtifactCorrupted(PlatformError, code="artifact_corrupted", status=500):
     """Stored bytes do not match their recorded sha256: corruption or tampering."""
 
 
@@ -90,3 +95,19 @@ class StorageError(PlatformError, code="storage_error", status=500):
 
 
 PlatformError.by_code["internal"] = PlatformError
+
+
+def describe_validation_errors(errors: Sequence[Mapping[str, Any]], skip: tuple[str, ...] = ()) -> str:
+    """pydantic's error list as one line that names each field: ``a.b: message; c: ...``.
+
+    ``skip`` drops location parts that mean nothing to the user (FastAPI's ``body``).
+    """
+    parts = []
+    for err in errors:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in skip) or "body"
+        kind = err.get("type")
+        msg = "unknown field" if kind == "extra_forbidden" else str(err.get("msg", "invalid"))
+        if kind == "json_invalid":
+            where, msg = "body", f"malformed JSON ({err.get('ctx', {}).get('error', 'parse error')})"
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts)

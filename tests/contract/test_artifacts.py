@@ -15,7 +15,7 @@ import pytest
 from modelhost.artifacts import ArtifactStore, Digest, open_artifacts, validate_key
 from modelhost.artifacts.local import LocalArtifactStore
 from modelhost.artifacts.s3 import S3ArtifactStore
-from modelhost.errors import IntegrityError, InvalidInput, NotFound, StorageError
+from modelhost.errors import ArtifactCorrupted, InvalidInput, NotFound, StorageError
 from tests.conftest import S3_CREDENTIALS
 
 BIG = os.urandom(3 * 1024 * 1024 + 12345)  # > 3 MiB and not a whole number of chunks
@@ -116,7 +116,7 @@ def test_overwrite_replaces_content(store):
 
 def test_wrong_expected_sha256_raises_integrity_error(store, tmp_path):
     store.put("a.txt", b"payload")
-    with pytest.raises(IntegrityError, match=named("a.txt")) as info:
+    with pytest.raises(ArtifactCorrupted, match=named("a.txt")) as info:
         store.get("a.txt", expected_sha256=sha(b"other"))
     assert "payload" not in str(info.value)
     assert store.get("a.txt", expected_sha256=sha(b"payload").upper()) == b"payload"
@@ -131,10 +131,10 @@ def test_malformed_expected_sha256_is_invalid_input(store):
 def test_tampered_bytes_raise_integrity_error(store, tmp_path):
     store.put("w.bin", b"trusted weights")
     tamper(store, "w.bin", b"evil weights!!!")
-    with pytest.raises(IntegrityError, match=named("w.bin")) as info:
+    with pytest.raises(ArtifactCorrupted, match=named("w.bin")) as info:
         store.get("w.bin")
     assert "evil" not in str(info.value)
-    with pytest.raises(IntegrityError, match=named("w.bin")):
+    with pytest.raises(ArtifactCorrupted, match=named("w.bin")):
         store.download("w.bin", tmp_path / "w.bin")
     assert not (tmp_path / "w.bin").exists()
 
@@ -198,7 +198,7 @@ def test_download_writes_verified_file_and_leaves_none_on_mismatch(store, tmp_pa
     assert store.download("w.bin", dest, expected_sha256=sha(b"weights")) == Digest(sha(b"weights"), 7)
     assert dest.read_bytes() == b"weights"
     bad = tmp_path / "dl" / "bad.bin"
-    with pytest.raises(IntegrityError, match=named("w.bin")):
+    with pytest.raises(ArtifactCorrupted, match=named("w.bin")):
         store.download("w.bin", bad, expected_sha256=sha(b"other"))
     assert sorted(p.name for p in dest.parent.iterdir()) == ["w.bin"]  # no dest, no temp file
 
@@ -258,10 +258,10 @@ def test_local_failed_put_keeps_old_content_and_no_temp_files(local_store):
 def test_local_crash_between_renames_is_integrity_error(local_store):
     local_store.put("w.bin", b"old")
     (local_store.root / "w.bin").write_bytes(b"new")  # data renamed, sidecar not yet
-    with pytest.raises(IntegrityError, match=named("w.bin")):
+    with pytest.raises(ArtifactCorrupted, match=named("w.bin")):
         local_store.get("w.bin")
     (local_store.root / "w.bin.sha256.json").unlink()  # a first put that crashed the same way
-    with pytest.raises(IntegrityError, match="no recorded digest"):
+    with pytest.raises(ArtifactCorrupted, match="no recorded digest"):
         local_store.get("w.bin")
 
 

@@ -57,11 +57,14 @@ def test_cli_lifecycle(server: Server, digits_split, tmp_path: Path) -> None:
     run_id = int(trained.stdout.split("run ", 1)[1].split()[0])
     run = json.loads(cli(server, "runs", "show", str(run_id)).stdout)
     assert run["status"] == "succeeded" and run["version_id"] is not None
-    assert f"{run_id}" in cli(server, "runs", "list").stdout
-    assert "val_accuracy" in cli(server, "runs", "metrics", str(run_id)).stdout
+    row = next(line for line in cli(server, "runs", "list").stdout.splitlines() if f"│ {run_id} " in line)
+    assert "succeeded" in row and "digits-cli" in row
+    metrics = cli(server, "runs", "metrics", str(run_id)).stdout
+    assert sum("val_accuracy" in line for line in metrics.splitlines()) == 15  # one per epoch
     assert "registered 'digits-cli' version 1" in cli(server, "runs", "logs", str(run_id)).stdout
 
-    assert "digits-cli" in cli(server, "models", "list").stdout
+    row = next(line for line in cli(server, "models", "list").stdout.splitlines() if "digits-cli" in line)
+    assert "classification" in row and "│ 1 " in row
     model = json.loads(cli(server, "models", "show", "digits-cli").stdout)
     assert model["latest_version"] == 1 and model["versions"][0]["number"] == 1
 
@@ -78,7 +81,8 @@ def test_cli_login_profile_is_used_without_env(server: Server, tmp_path: Path) -
     profile = tmp_path / "cli-home" / "profile.json"
     assert profile.stat().st_mode & 0o777 == 0o600
     assert json.loads(profile.read_text()) == {"url": server.url, "api_key": ADMIN_KEY}
-    assert "name" in cli(server, "models", "list", env=env).stdout
+    listed = cli(server, "keys", "list", env=env).stdout
+    assert "admin" in listed and ADMIN_KEY[:8] in listed  # the key's visible prefix, found via the profile
 
 
 def test_cli_errors_are_one_clear_line(server: Server, tmp_path: Path) -> None:

@@ -100,6 +100,10 @@ def test_first_start_deploys_the_demo_and_the_printed_curl_works(tmp_path: Path)
             "the one shown on first start (export MODELHOST_API_KEY=...)"
         )
         headers = {"Authorization": f"Bearer {key}"}
+        deadline = time.monotonic() + 60  # deployments load in the background after the banner
+        while httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         runs = httpx.get(f"http://127.0.0.1:{port}/api/v1/runs", headers=headers).json()
         assert len(runs) == 1  # the demo is not trained twice
         dep = httpx.get(f"http://127.0.0.1:{port}/api/v1/deployments/digits", headers=headers).json()

@@ -37,7 +37,7 @@ def deployed(http: httpx.Client, digits_split) -> dict:
         time.sleep(0.2)
     assert run["status"] == "succeeded", run["error"]
     r = http.put("/api/v1/deployments/digits-e2e", json={"model": "digits-mlp"})
-    assert r.status_code == 200, r.text
+    assert r.status_code == 201, r.text  # created
     return {"run": run, "deployment": r.json()}
 
 
@@ -102,6 +102,7 @@ def test_oip_v2_health_and_metadata(http: httpx.Client, server: Server, deployed
 
 def test_tritonclient_works_unmodified(server: Server, deployed: dict, digits_split) -> None:
     import tritonclient.http as triton
+    from tritonclient.utils import InferenceServerException
 
     _, x_test, y_test = digits_split
     client = triton.InferenceServerClient(server.url.removeprefix("http://"))
@@ -113,6 +114,19 @@ def test_tritonclient_works_unmodified(server: Server, deployed: dict, digits_sp
     result = client.infer("digits-e2e", [inp], outputs=outputs, headers=headers)
     labels = result.as_numpy("label")
     assert labels.shape == (50,) and (labels == y_test[:50]).mean() >= 0.9
+    binary_in = triton.InferInput("input", list(x_test[:50].shape), "FP32")
+    binary_in.set_data_from_numpy(x_test[:50], binary_data=True)
+    binary = client.infer("digits-e2e", [binary_in], headers=headers)  # binary in and out
+    assert (binary.as_numpy("label") == labels).all()
+    probs = binary.as_numpy("probabilities")
+    assert probs.dtype == np.float32 and probs.shape == (50, 10)
+    assert (probs.argmax(axis=1) == labels).all()
+    bad = triton.InferInput("input", [1, 63], "FP32")
+    bad.set_data_from_numpy(np.zeros((1, 63), np.float32))
+    with pytest.raises(
+        InferenceServerException, match=r"shape \[1, 63\] does not match the expected \[-1, 64\]"
+    ):
+        client.infer("digits-e2e", [bad], headers=headers)
     client.close()
 
 
@@ -122,7 +136,7 @@ def test_tritonclient_works_unmodified(server: Server, deployed: dict, digits_sp
         ("/v1/models/digits-e2e:predict", {"instances": [[1.0] * 63]}, 400, "expected a list of 64 numbers"),
         ("/v1/models/digits-e2e:predict", {"instances": [["a"] * 64]}, 400, "'a' is not a number"),
         ("/v1/models/digits-e2e:predict", {"instances": []}, 400, "non-empty list"),
-        ("/v1/models/digits-e2e:predict", {"rows": []}, 400, "instances: Field required"),
+        ("/v1/models/digits-e2e:predict", {"rows": []}, 400, 'a JSON object with an "instances" list'),
         ("/v1/models/nope:predict", {"instances": [[0] * 64]}, 404, "deployment 'nope' not found"),
         (
             "/v2/models/digits-e2e/infer",
@@ -178,7 +192,7 @@ def test_a_version_that_fails_to_load_is_refused_and_the_old_one_keeps_serving(
     from modelhost.artifacts import open_artifacts
     from modelhost.db import Database
     from modelhost.nn import build_model
-    from modelhost.registry.manifest import Manifest
+    from modelhost.registry.manifest import WEIGHTS_FILE, Manifest
     from modelhost.registry.service import get_version, register_version
 
     db = Database(f"sqlite:///{server.home / 'modelhost.db'}")
@@ -187,7 +201,7 @@ def test_a_version_that_fails_to_load_is_refused_and_the_old_one_keeps_serving(
         v1 = get_version(s, "digits-mlp", 1).manifest
         bad = Manifest.model_validate({**v1.model_dump(), "config": {**v1.config, "hidden_sizes": [32]}})
         weights = save(build_model("mlp", {**v1.config, "hidden_sizes": [64]}).state_dict())
-        assert register_version(s, store, "digits-mlp", bad, weights).number == 2
+        assert register_version(s, store, "digits-mlp", bad, {WEIGHTS_FILE: weights}).number == 2
     db.dispose()
     r = http.put("/api/v1/deployments/digits-e2e", json={"model": "digits-mlp", "version": 2})
     assert r.status_code == 422
@@ -208,4 +222,4 @@ def test_oversized_body_is_refused_with_413(http: httpx.Client, deployed: dict) 
         "/v1/models/digits-e2e:predict", content=chunks, headers={"Content-Type": "application/json"}
     )
     assert r.status_code == 413
-    assert r.json()["error"] == "request body too large for /v1/models/digits-e2e:predict"
+    assert r.json()["error"] == f"request body exceeds the {64 * 1024 * 1024} byte limit"

@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from pydantic import ValidationError
 
 from modelhost.artifacts.local import LocalArtifactStore
 from modelhost.auth.service import (
@@ -37,14 +38,15 @@ from modelhost.datasets.service import (
 from modelhost.db import Database
 from modelhost.errors import (
     AlreadyExists,
+    ArtifactCorrupted,
     Conflict,
-    IntegrityError,
     InvalidInput,
     NotFound,
     StorageError,
     Unauthenticated,
     UnsafeContent,
 )
+from modelhost.registry.aliases import list_aliases, resolve_version, set_alias
 from modelhost.registry.manifest import MANIFEST_FILE, WEIGHTS_FILE, Manifest, Signature, TensorSpec
 from modelhost.registry.service import (
     get_version,
@@ -53,7 +55,16 @@ from modelhost.registry.service import (
     read_weights,
     register_version,
 )
-from modelhost.serving.service import delete_deployment, deploy, get_deployment, list_deployments
+from modelhost.serving.service import (
+    DeploySpec,
+    delete_deployment,
+    deploy,
+    following,
+    get_deployment,
+    list_deployments,
+    previous_spec,
+    resolve,
+)
 from modelhost.training.service import (
     Metric,
     append_log,
@@ -126,7 +137,7 @@ def register(
     db: Database, store: LocalArtifactStore, model: str, weights: bytes, task: str = "classification"
 ):
     with db.session() as s:
-        return register_version(s, store, model, manifest(task), weights)
+        return register_version(s, store, model, manifest(task), {WEIGHTS_FILE: weights})
 
 
 class WeightsWriteFails(LocalArtifactStore):
@@ -148,6 +159,7 @@ def test_migrate_twice_keeps_schema_and_data(db):
     db.migrate()
 
     assert set(sa.inspect(db.engine).get_table_names()) == {
+        "model_aliases",
         "api_keys",
         "datasets",
         "runs",
@@ -554,7 +566,7 @@ def test_read_weights_refuses_tampered_bytes(db, store, weights):
     tampered[-1] ^= 0xFF
     path.write_bytes(bytes(tampered))
 
-    with pytest.raises(IntegrityError, match=WEIGHTS_FILE), db.session() as s:
+    with pytest.raises(ArtifactCorrupted, match=WEIGHTS_FILE), db.session() as s:
         read_weights(s, store, version)
 
 
@@ -577,7 +589,7 @@ def test_failed_registration_leaves_no_artifacts(db, store, weights):
 
     for model in ("iris", "fresh"):
         with pytest.raises(StorageError, match="No space left"), db.session() as s:
-            register_version(s, failing, model, manifest(), weights)
+            register_version(s, failing, model, manifest(), {WEIGHTS_FILE: weights})
 
     assert store.list("models/") == keys
     assert store.list("models/fresh/") == []
@@ -588,7 +600,7 @@ def test_failed_registration_leaves_no_artifacts(db, store, weights):
 
 def test_failed_first_registration_leaves_no_model(db, store, weights):
     with pytest.raises(StorageError), db.session() as s:
-        register_version(s, WeightsWriteFails(store.root), "fresh", manifest(), weights)
+        register_version(s, WeightsWriteFails(store.root), "fresh", manifest(), {WEIGHTS_FILE: weights})
 
     with db.session() as s:
         assert list_models(s) == []
@@ -610,10 +622,16 @@ def test_list_models_reports_latest_version(db, store, weights):
 # --- deployments -------------------------------------------------------------------------
 
 
+def put(s, name: str, model: str, version=None, replace: bool = True, **spec):
+    """What the manager does, minus loading: resolve the spec's versions, then write the row."""
+    full = DeploySpec(model=model, version=version, **spec)
+    return deploy(s, name, full, resolve(s, name, full, replace), replace)
+
+
 def test_deploy_creates_then_repoints(db, store, weights):
     v1 = register(db, store, "iris", weights)
     with db.session() as s:
-        first, created = deploy(s, "web", "iris")
+        first, created = put(s, "web", "iris")
     assert created is True
     assert first.model_dump(include={"name", "model", "version", "version_id", "runtime"}) == {
         "name": "web",
@@ -625,13 +643,13 @@ def test_deploy_creates_then_repoints(db, store, weights):
 
     v2 = register(db, store, "iris", weights)
     with db.session() as s:
-        second, created = deploy(s, "web", "iris", replace=True)
+        second, created = put(s, "web", "iris", replace=True)
     assert created is False
     assert (second.id, second.version, second.version_id) == (first.id, 2, v2.id)
     assert second.updated_at >= first.updated_at
 
     with db.session() as s:
-        back, created = deploy(s, "web", "iris", version=1)
+        back, created = put(s, "web", "iris", version=1)
         assert (created, back.version) == (False, 1)
     with db.session() as s:
         assert [(d.name, d.version) for d in list_deployments(s)] == [("web", 1)]
@@ -641,10 +659,10 @@ def test_deploy_without_replace_refuses_existing_name(db, store, weights):
     register(db, store, "iris", weights)
     register(db, store, "iris", weights)
     with db.session() as s:
-        deploy(s, "web", "iris", version=1)
+        put(s, "web", "iris", version=1)
 
     with pytest.raises(AlreadyExists, match="deployment 'web' already exists"), db.session() as s:
-        deploy(s, "web", "iris", version=2, replace=False)
+        put(s, "web", "iris", version=2, replace=False)
 
     with db.session() as s:
         assert get_deployment(s, "web").version == 1
@@ -652,10 +670,10 @@ def test_deploy_without_replace_refuses_existing_name(db, store, weights):
 
 def test_deploy_unknown_model_or_version_is_not_found(db, store, weights):
     with pytest.raises(NotFound, match="model 'ghost' not found"), db.session() as s:
-        deploy(s, "web", "ghost")
+        put(s, "web", "ghost")
     register(db, store, "iris", weights)
     with pytest.raises(NotFound, match="model 'iris' has no version 5"), db.session() as s:
-        deploy(s, "web", "iris", version=5)
+        put(s, "web", "iris", version=5)
 
     with db.session() as s:
         assert list_deployments(s) == []
@@ -664,8 +682,8 @@ def test_deploy_unknown_model_or_version_is_not_found(db, store, weights):
 def test_delete_deployment(db, store, weights):
     register(db, store, "iris", weights)
     with db.session() as s:
-        deploy(s, "web", "iris")
-        deploy(s, "api", "iris")
+        put(s, "web", "iris")
+        put(s, "api", "iris")
 
     with db.session() as s:
         delete_deployment(s, "web")
@@ -687,7 +705,7 @@ def test_create_key_stores_only_its_hash(db):
 
     assert created.key.startswith("mh_")
     assert len(created.key) >= 32
-    assert created.prefix == created.key[:12]
+    assert created.prefix == created.key[:8]  # "mh_" and 5 characters: tells keys apart, finds none
     with db.session() as s:
         row = s.get_one(ApiKeyRow, created.id)
         assert row.key_hash == sha256(created.key.encode())
@@ -795,3 +813,55 @@ def test_timestamps_are_utc_whatever_the_servers_timezone(db):
         [key] = list_keys(s)
     assert key.created_at == created.created_at
     assert key.created_at.utcoffset() == UTC
+
+
+def test_traffic_split_shadow_and_rollback_state(db, store, weights):
+    for _ in range(3):
+        register(db, store, "iris", weights)
+    with db.session() as s:
+        put(s, "web", "iris", version=1)
+        split, _ = put(
+            s, "web", "iris", traffic=[{"version": 1, "weight": 90}, {"version": 2, "weight": 10}], shadow=3
+        )
+    assert [(t.version, t.weight) for t in split.targets] == [(1, 90.0), (2, 10.0)]
+    assert split.version == 1 and split.shadow is not None and split.shadow.version == 3
+    assert split.can_roll_back is True
+    with db.session() as s:
+        assert previous_spec(s, "web") == DeploySpec(model="iris", version=1)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"version": 1, "traffic": [{"version": 2, "weight": 1}]}, "either 'version' or 'traffic'"),
+        ({"traffic": [{"version": 1, "weight": 5}, {"version": 1, "weight": 5}]}, "may appear once"),
+        ({"traffic": [{"version": 1, "weight": 0}]}, "greater than 0"),
+    ],
+)
+def test_bad_deploy_specs_are_named(spec, message):
+    with pytest.raises(ValidationError, match=message):
+        DeploySpec(model="iris", **spec)
+
+
+def test_shadow_cannot_take_live_traffic(db, store, weights):
+    register(db, store, "iris", weights)
+    with pytest.raises(InvalidInput, match="shadow version 1 also takes live traffic"), db.session() as s:
+        put(s, "web", "iris", version=1, shadow=1)
+
+
+def test_aliases_resolve_move_and_are_followed(db, store, weights):
+    for _ in range(2):
+        register(db, store, "iris", weights)
+    with db.session() as s:
+        set_alias(s, "iris", "production", 1)
+        dep, _ = put(s, "web", "iris", version="production")
+        put(s, "pinned", "iris", version=2)
+        assert dep.version == 1 and dep.spec.version == "production"
+        set_alias(s, "iris", "production", 2)
+        assert list_aliases(s, "iris") == {"production": 2}
+        assert [d.name for d in following(s, "iris", "production")] == ["web"]
+        assert resolve_version(s, "iris", "production").number == 2
+    with pytest.raises(InvalidInput, match="cannot be a number"), db.session() as s:
+        set_alias(s, "iris", "42", 1)
+    with pytest.raises(NotFound, match="model 'iris' has no alias 'staging'"), db.session() as s:
+        put(s, "web", "iris", version="staging")

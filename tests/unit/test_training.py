@@ -12,7 +12,7 @@ from modelhost.datasets.formats import parse_csv
 from modelhost.datasets.samples import sample_csv
 from modelhost.errors import InvalidInput
 from modelhost.nn import build_model
-from modelhost.serving.runtime import TorchRuntime
+from modelhost.serving.runtimes.torch import TorchRuntime
 from modelhost.training.data import apply_preprocessing, prepare
 from modelhost.training.loop import Cancelled, fit, loss_fn, make_optimizer, train_step
 from modelhost.training.package import package
@@ -95,7 +95,7 @@ def test_packaged_version_serves_what_the_loop_measured(iris) -> None:
     assert [o.name for o in manifest.signature.outputs] == ["label", "probabilities"]
     runtime = TorchRuntime(manifest, weights)
     raw = table.numeric(data.preprocessing.features)  # serving gets raw features
-    out = runtime.predict(raw)
+    out = runtime.predict({"input": raw})
     assert out["label"].shape == (150,) and out["probabilities"].shape == (150, 3)
     with torch.inference_mode():
         logits = result.model(torch.from_numpy(apply_preprocessing(data.preprocessing, raw)))
@@ -123,7 +123,9 @@ def test_regression_reports_errors_and_serves_floats() -> None:
     y_val = prepared.y_val
     assert result.metrics["val_rmse"] < y_val.std()  # beats predicting the mean
     manifest, weights = package(s, prepared, result, 1, "0" * 64)
-    out = TorchRuntime(manifest, weights).predict(table.numeric(prepared.preprocessing.features)[:5])
+    out = TorchRuntime(manifest, weights).predict(
+        {"input": table.numeric(prepared.preprocessing.features)[:5]}
+    )
     assert out["prediction"].dtype == np.float32 and out["prediction"].shape == (5,)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -11,13 +12,26 @@ from fastapi import FastAPI
 
 import modelhost
 from modelhost.api.auth import AuthMiddleware
+from modelhost.api.dataplane import DataPlane
 from modelhost.api.errors import install_error_handlers
 from modelhost.api.limits import BodySizeMiddleware
-from modelhost.api.routes import datasets, deployments, health, inference, keys, models, runs
+from modelhost.api.routes import (
+    aliases,
+    datasets,
+    deployments,
+    health,
+    inference,
+    keys,
+    metrics,
+    models,
+    runs,
+)
 from modelhost.artifacts import open_artifacts
 from modelhost.auth.service import Authenticator, CreatedKey, ensure_admin_key
 from modelhost.config import Settings, load_settings
 from modelhost.db import Database
+from modelhost.observability.metrics import Metrics
+from modelhost.serving.inference import InferenceService
 from modelhost.serving.manager import DeploymentManager
 from modelhost.training.executor import LocalExecutor
 
@@ -36,10 +50,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     db = Database(settings.resolved_database_url)
     store = open_artifacts(settings.resolved_artifacts_url, s3_endpoint_url=settings.s3_endpoint_url)
-    manager = DeploymentManager(db, store)
+    manager = DeploymentManager(db, store, Metrics())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        manager.attach(asyncio.get_running_loop())
         app.state.first_admin_key = bootstrap(settings, db)
         app.state.executor = LocalExecutor(settings, db)
         app.state.executor.resume()
@@ -47,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Deployments load in the background; /v2/health/ready answers 200 once all are done.
         threading.Thread(target=manager.load_all, name="load-deployments", daemon=True).start()
         yield
+        await manager.close()
         db.dispose()
 
     app = FastAPI(
@@ -59,8 +75,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings, app.state.db, app.state.store, app.state.manager = settings, db, store, manager
     app.state.authenticator = Authenticator(db)
+    app.state.inference = InferenceService(manager, settings.max_instances)
     app.state.ready = False
     install_error_handlers(app)
+    app.add_middleware(DataPlane, service=app.state.inference, max_body_bytes=settings.max_request_bytes)
     app.add_middleware(
         BodySizeMiddleware,
         max_request_bytes=settings.max_request_bytes,
@@ -68,6 +86,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(AuthMiddleware, authenticator=app.state.authenticator)  # outermost: auth first
     app.include_router(datasets.router, max_body_size=settings.max_upload_bytes + 64 * 1024)
-    for r in (health, runs, models, deployments, keys, inference):
+    for r in (health, runs, models, aliases, deployments, keys, inference, metrics):
         app.include_router(r.router, max_body_size=settings.max_request_bytes)
     return app

@@ -6,7 +6,7 @@ covered without remembering to add a dependency.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import Depends, Request
@@ -56,12 +56,27 @@ def current_principal(request: Request) -> Principal:
     return principal
 
 
-def require_role(*roles: Role) -> object:
+def _check(principal: Principal, roles: tuple[Role, ...]) -> Principal:
+    if principal.role not in roles:
+        wanted = " or ".join(roles)
+        raise Forbidden(f"this needs the {wanted} role; the key {principal.name!r} is {principal.role}")
+    return principal
+
+
+def require_role(*roles: Role) -> Any:
+    """A router or route dependency: only keys with one of ``roles`` get through."""
+
     def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-        if principal.role not in roles:
-            raise Forbidden(
-                f"this needs the {' or '.join(roles)} role; the key {principal.name!r} is {principal.role}"
-            )
-        return principal
+        return _check(principal, roles)
+
+    return Depends(check)
+
+
+def changes_require_role(*roles: Role) -> Any:
+    """Reads (GET) are open to every key; anything that changes state needs one of ``roles``.
+    Viewers read and infer; members also upload, train and deploy; admins also manage keys."""
+
+    def check(request: Request, principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        return principal if request.method in ("GET", "HEAD") else _check(principal, roles)
 
     return Depends(check)

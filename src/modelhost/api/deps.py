@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
 from modelhost.artifacts import ArtifactStore
 from modelhost.config import Settings
@@ -27,3 +27,6 @@ Store = Annotated[ArtifactStore, Depends(_app_state("store"))]
 Manager = Annotated[DeploymentManager, Depends(_app_state("manager"))]
 Executor = Annotated[LocalExecutor, Depends(_app_state("executor"))]
 AppSettings = Annotated[Settings, Depends(_app_state("settings"))]
+
+Id = Annotated[int, Path(ge=1, le=2**31 - 1, description="A numeric id.")]
+"""Path ids are bounded, so a huge number is a 400 naming the field, not a database error."""

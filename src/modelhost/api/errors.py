@@ -21,6 +21,7 @@ from modelhost.errors import (
     PayloadTooLarge,
     PlatformError,
     Unauthenticated,
+    describe_validation_errors,
 )
 
 log = logging.getLogger("modelhost.api")
@@ -44,18 +45,6 @@ def error_response(path: str, exc: PlatformError) -> JSONResponse:
     return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
-def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
-        where = ".".join(loc) or "body"
-        msg = "unknown field" if err.get("type") == "extra_forbidden" else err.get("msg", "invalid")
-        if err.get("type") == "json_invalid":
-            where, msg = "body", f"malformed JSON ({err.get('ctx', {}).get('error', 'parse error')})"
-        parts.append(f"{where}: {msg}")
-    return "invalid request: " + "; ".join(parts)
-
-
 def install_error_handlers(app: FastAPI) -> None:
     async def platform(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, PlatformError)
@@ -65,7 +54,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return error_response(request.url.path, InvalidInput(_validation_message(exc)))
+        message = "invalid request: " + describe_validation_errors(exc.errors(), skip=("body",))
+        return error_response(request.url.path, InvalidInput(message))
 
     async def http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)

@@ -2,7 +2,7 @@
 
 Every store records the sha256 and size of what it wrote at ``put`` time and checks them
 on every read, so truncated, corrupted or tampered bytes surface as
-:class:`~modelhost.errors.IntegrityError`, never as silently wrong data.
+:class:`~modelhost.errors.ArtifactCorrupted`, never as silently wrong data.
 :func:`open_artifacts` picks the backend from a URL; nothing else branches on it.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from modelhost.errors import IntegrityError, InvalidInput
+from modelhost.errors import ArtifactCorrupted, InvalidInput
 
 CHUNK_SIZE = 1024 * 1024
 """Bytes read or written at a time: streams never hold much more than this in memory."""
@@ -92,11 +92,11 @@ def normalize_sha256(expected: str | None) -> str | None:
 
 
 def verify(key: str, actual: Digest, *, recorded: Digest, expected_sha256: str | None) -> None:
-    """Raise IntegrityError (naming the key, never the data) unless ``actual`` matches both digests."""
+    """Raise ArtifactCorrupted (naming the key, never the data) unless ``actual`` matches both digests."""
     if actual != recorded:
-        raise IntegrityError(f"artifact {key!r} does not match the sha256 recorded when it was stored")
+        raise ArtifactCorrupted(f"artifact {key!r} does not match the sha256 recorded when it was stored")
     if expected_sha256 is not None and actual.sha256 != expected_sha256:
-        raise IntegrityError(f"artifact {key!r} does not match the expected sha256")
+        raise ArtifactCorrupted(f"artifact {key!r} does not match the expected sha256")
 
 
 def iter_chunks(data: bytes | BinaryIO) -> Iterator[bytes]:
@@ -162,7 +162,7 @@ class ArtifactStore(abc.ABC):
     """Blobs under keys (see :func:`validate_key`), verified against the sha256 recorded at put.
 
     Every method validates its key or prefix first and raises InvalidInput for a bad one.
-    Backend failures raise StorageError; bytes that do not match their digest, IntegrityError.
+    Backend failures raise StorageError; bytes that do not match their digest, ArtifactCorrupted.
     """
 
     @abc.abstractmethod
@@ -178,7 +178,7 @@ class ArtifactStore(abc.ABC):
     def get(self, key: str, expected_sha256: str | None = None) -> bytes:
         """Return the bytes under ``key`` after checking them against the recorded digest.
 
-        Raises NotFound if there is no such key, IntegrityError if the bytes do not match the
+        Raises NotFound if there is no such key, ArtifactCorrupted if the bytes do not match the
         recorded digest or ``expected_sha256`` (when given).
         """
 
@@ -187,7 +187,7 @@ class ArtifactStore(abc.ABC):
         """Stream the object to ``dest`` atomically, verified as in :meth:`get`; return its digest.
 
         Writes a temp file in dest's folder (created if missing), fsyncs and renames it only
-        once the bytes are verified, so on NotFound or IntegrityError ``dest`` is left as it was.
+        once the bytes are verified, so on NotFound or ArtifactCorrupted ``dest`` is left as it was.
         """
 
     @abc.abstractmethod

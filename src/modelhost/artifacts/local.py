@@ -2,12 +2,12 @@
 
 Write order: ``put`` renames the data file into place first, then its sidecar. A crash
 between the two renames leaves new bytes beside the old digest (or beside none), and every
-read reports that as IntegrityError; it can never hand out wrong bytes. Data-first also lets
+read reports that as ArtifactCorrupted; it can never hand out wrong bytes. Data-first also lets
 a reader tell a racing ``put`` from corruption: it reads the sidecar before the data, so a
 mismatch seen while the sidecar changed underneath it is a concurrent put, and the read is
 retried. ``delete`` removes the data first, so a crash leaves only an orphan sidecar, which
 reads as NotFound. Two puts racing on one key can still pair one's bytes with the other's
-digest; that too reads as IntegrityError until the key is written again.
+digest; that too reads as ArtifactCorrupted until the key is written again.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from modelhost.artifacts.base import (
     verify,
     write_atomic,
 )
-from modelhost.errors import IntegrityError, NotFound, StorageError
+from modelhost.errors import ArtifactCorrupted, NotFound, StorageError
 
 T = TypeVar("T")
 _READ_ATTEMPTS = 3
@@ -135,9 +135,9 @@ class LocalArtifactStore(ArtifactStore):
             raw = json.loads(_sidecar(path).read_bytes())
             return Digest(sha256=str(raw["sha256"]), size=int(raw["size"]))
         except FileNotFoundError as e:
-            raise IntegrityError(f"artifact {key!r} has no recorded digest") from e
+            raise ArtifactCorrupted(f"artifact {key!r} has no recorded digest") from e
         except (ValueError, KeyError, TypeError) as e:
-            raise IntegrityError(f"the recorded digest of artifact {key!r} is unreadable") from e
+            raise ArtifactCorrupted(f"the recorded digest of artifact {key!r} is unreadable") from e
         except OSError as e:
             raise StorageError(f"cannot read the digest of artifact {key!r}: {e.strerror}") from e
 
@@ -156,10 +156,10 @@ class LocalArtifactStore(ArtifactStore):
             try:
                 with _open(key, path) as f, _storage_errors(key):
                     return consume(iter_chunks(f), check)
-            except IntegrityError:
+            except ArtifactCorrupted:
                 if self._recorded(key, path) == recorded:  # nothing changed: real corruption
                     raise
-        raise IntegrityError(f"artifact {key!r} kept changing while it was read")
+        raise ArtifactCorrupted(f"artifact {key!r} kept changing while it was read")
 
 
 def _sidecar(path: Path) -> Path:

@@ -3,7 +3,7 @@
 PutObject (and a completed multipart upload) is atomic, so no temp objects are needed; the
 digest travels in the same request as the bytes (``x-amz-meta-sha256``), so the two can
 never be out of step except by someone writing the bucket behind our back, which reads
-as IntegrityError.
+as ArtifactCorrupted.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from modelhost.artifacts.base import (
     verify,
     write_atomic,
 )
-from modelhost.errors import IntegrityError, InvalidInput, NotFound, StorageError
+from modelhost.errors import ArtifactCorrupted, InvalidInput, NotFound, StorageError
 
 T = TypeVar("T")
 SPOOL_MAX = 64 * 1024 * 1024  # unseekable uploads up to this size are hashed in memory, larger on disk
@@ -91,7 +91,7 @@ class S3ArtifactStore(ArtifactStore):
             self.digest(key)
         except NotFound:
             return False
-        except IntegrityError:  # there is an object, only its digest is missing
+        except ArtifactCorrupted:  # there is an object, only its digest is missing
             return True
         return True
 
@@ -152,7 +152,7 @@ class S3ArtifactStore(ArtifactStore):
 def _recorded(key: str, resp: dict[str, Any]) -> Digest:
     sha256 = resp.get("Metadata", {}).get("sha256")
     if not sha256:
-        raise IntegrityError(f"artifact {key!r} has no recorded digest")
+        raise ArtifactCorrupted(f"artifact {key!r} has no recorded digest")
     return Digest(sha256=sha256, size=int(resp["ContentLength"]))
 
 

@@ -17,12 +17,13 @@ from sqlalchemy.orm import Session
 
 from modelhost.auth.tables import ApiKeyRow
 from modelhost.db import Database, utcnow
-from modelhost.errors import InvalidInput, NotFound, Unauthenticated
+from modelhost.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated
 from modelhost.names import check_name
 
 Role = Literal["admin", "member", "viewer"]
 KEY_PREFIX = "mh_"
-PREFIX_LEN = 12
+PREFIX_LEN = 8
+"""Characters of a key kept in the clear, to tell keys apart in listings (not to find them)."""
 MIN_KEY_LEN = 32
 
 
@@ -71,6 +72,8 @@ def create_key(
         raise InvalidInput("expires_at needs a timezone, e.g. 2030-01-01T00:00:00Z")
     if expires_at is not None and expires_at <= utcnow():
         raise InvalidInput("expires_at must be in the future")
+    if s.scalar(sa.select(ApiKeyRow.id).where(ApiKeyRow.key_hash == _hash(key))) is not None:
+        raise AlreadyExists("that key is already registered")
     row = ApiKeyRow(name=name, prefix=key[:PREFIX_LEN], key_hash=_hash(key), role=role, expires_at=expires_at)
     s.add(row)
     s.flush()
@@ -98,12 +101,17 @@ def ensure_admin_key(s: Session, configured: str | None) -> CreatedKey | None:
 
 
 def authenticate(s: Session, presented: str) -> Principal:
-    """The principal of a live key, or Unauthenticated. Same message for every failure."""
-    row = s.scalar(sa.select(ApiKeyRow).where(ApiKeyRow.prefix == presented[:PREFIX_LEN]))
-    expected = row.key_hash if row is not None else _hash("")
-    ok = hmac.compare_digest(_hash(presented), expected) and row is not None
+    """The principal of a live key, or Unauthenticated. Same message for every failure.
+
+    Found by the sha256 of the whole key (an index lookup that reveals nothing of the
+    secret), then compared in constant time.
+    """
+    digest = _hash(presented)
+    row = s.scalar(sa.select(ApiKeyRow).where(ApiKeyRow.key_hash == digest))
+    ok = hmac.compare_digest(digest, row.key_hash if row is not None else _hash(""))
     if not ok or row is None or row.revoked_at is not None or (row.expires_at and row.expires_at <= utcnow()):
         raise Unauthenticated("invalid, expired or revoked API key")
+    row.last_used_at = utcnow()
     return Principal(key_id=row.id, name=row.name, role=row.role)  # type: ignore[arg-type]
 
 
@@ -134,6 +142,10 @@ class Authenticator:
                 self._cache[_hash(token)] = (principal, time.monotonic() + self._ttl)
         return principal
 
-    def forget_all(self) -> None:
+    def revoke(self, key_id: int) -> ApiKey:
+        """Revoke a key; this process refuses it from the next request on."""
+        with self._db.session() as s:
+            key = revoke_key(s, key_id)
         with self._lock:
             self._cache.clear()
+        return key

@@ -1,4 +1,4 @@
-"""Resource commands: datasets, train, runs, models, deploy, deployments, predict, keys.
+"""Resource commands: datasets, train, runs, models, import, deploy, deployments, predict, keys.
 Each is a thin call to the Python client, which speaks the public HTTP API."""
 
 from __future__ import annotations
@@ -160,6 +160,23 @@ def models_list(url: Url = None, api_key: Key = None) -> None:
 def models_show(name: str, url: Url = None, api_key: Key = None) -> None:
     client = _client(url, api_key)
     show_json({**client.get_model(name), "versions": client.list_versions(name)})
+
+
+def import_model(
+    path: Path,
+    name: Annotated[str, typer.Option(help="Model to add the version to (created if new).")],
+    url: Url = None,
+    api_key: Key = None,
+) -> None:
+    """Import an ONNX file as the next version of model NAME; serve it with runtime onnx."""
+    if path.suffix.lower() != ".onnx" or path.is_dir():
+        raise InvalidInput(
+            f"{str(path)!r} is not an .onnx file: modelhost imports ONNX files today; "
+            "Hugging Face folders and GGUF files arrive with the LLM runtime"
+        )
+    if not path.is_file():
+        raise InvalidInput(f"{str(path)!r} is not a file")
+    show_json(_client(url, api_key).import_model(path, name))
 
 
 # --- deployments and prediction

@@ -26,6 +26,7 @@ app.add_typer(commands.models, name="models")
 app.add_typer(commands.deployments, name="deployments")
 app.add_typer(commands.keys, name="keys")
 app.command()(commands.train)
+app.command("import")(commands.import_model)
 app.command()(commands.deploy)
 app.command()(commands.predict)
 
@@ -37,7 +38,7 @@ def up(
     demo: Annotated[bool, typer.Option(help="On first start, train and deploy the digits demo.")] = False,
 ) -> None:
     """Start modelhost (API, workers, serving) on the embedded default: SQLite + local files."""
-    from modelhost.server import serve
+    from modelhost.cli.up import serve
 
     serve(load_settings(host=host, port=port), demo=demo)
 

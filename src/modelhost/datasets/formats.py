@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -13,9 +14,10 @@ import numpy as np
 from modelhost.errors import InvalidInput, UnsafeContent
 
 ColumnType = Literal["int", "float", "str"]
+MAX_COLUMN_NAME = 128
 
-# Magic numbers of formats that execute code when loaded: pickle (protocols 2-5), and the
-# zip container of torch.save (a pickle inside). Refused whatever the file is called.
+# Magic numbers of pickle (protocols 2-5), which executes code when loaded; refused whatever
+# the file is called. Names of pickle-based formats (torch.save, joblib) are refused too.
 _PICKLE_MAGIC = tuple(bytes([0x80, p]) for p in range(2, 6))
 
 
@@ -70,6 +72,10 @@ def parse_csv(data: bytes, filename: str = "data.csv") -> Table:
     columns = [h.strip() for h in header]
     if any(not c for c in columns):
         raise InvalidInput(f"{filename!r}: column {columns.index('') + 1} of the header has no name")
+    if too_long := next((c for c in columns if len(c) > MAX_COLUMN_NAME), None):
+        raise InvalidInput(
+            f"{filename!r}: column name {too_long[:40]!r}... is longer than {MAX_COLUMN_NAME} characters"
+        )
     if len(set(columns)) != len(columns):
         dup = next(c for c in columns if columns.count(c) > 1)
         raise InvalidInput(f"{filename!r}: column {dup!r} appears twice in the header")
@@ -83,6 +89,12 @@ def parse_csv(data: bytes, filename: str = "data.csv") -> Table:
     if not rows:
         raise InvalidInput(f"{filename!r} has a header but no data rows")
     types = [_infer([r[i] for r in rows]) for i in range(len(columns))]
+    for i, kind in enumerate(types):
+        if kind == "float":
+            bad = next((n for n, r in enumerate(rows) if not math.isfinite(float(r[i]))), None)
+            if bad is not None:
+                where = f"{filename!r} line {bad + 2}, column {columns[i]!r}"
+                raise InvalidInput(f"{where}: {rows[bad][i]!r} is not a finite number")
     return Table(columns=columns, types=types, rows=rows)
 
 

@@ -14,6 +14,7 @@ from modelhost.artifacts import ArtifactStore
 from modelhost.datasets.formats import ColumnType, Table, parse_csv
 from modelhost.datasets.samples import SampleName, sample_csv
 from modelhost.datasets.tables import DatasetRow
+from modelhost.db import after_commit, on_rollback
 from modelhost.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from modelhost.names import check_name
 
@@ -71,15 +72,12 @@ def create_dataset(
         description=description,
         columns=[{"name": c, "type": t} for c, t in zip(table.columns, table.types, strict=True)],
     )
+    on_rollback(s, lambda: store.delete(key))  # the bytes go if this unit of work does not land
     try:
         with s.begin_nested():
             s.add(row)
     except IntegrityError as e:  # a concurrent upload took the name between check and insert
-        store.delete(key)
         raise AlreadyExists(f"dataset {name!r} already exists") from e
-    except BaseException:
-        store.delete(key)
-        raise
     return _entity(row)
 
 
@@ -123,7 +121,7 @@ def delete_dataset(s: Session, store: ArtifactStore, name: str) -> None:
             s.delete(row)
     except IntegrityError as e:
         raise Conflict(f"dataset {name!r} is used by training runs; delete those first") from e
-    store.delete_prefix(key.rsplit("/", 1)[0] + "/")
+    after_commit(s, lambda: store.delete_prefix(key.rsplit("/", 1)[0] + "/"))
 
 
 def load_table(s: Session, store: ArtifactStore, dataset_id: int) -> Table:

@@ -11,9 +11,20 @@ from typing import Any
 
 from torch import nn
 
+from modelhost.nn.cnn import CNN, CNNConfig
+from modelhost.nn.gpt import GPT, GPTConfig
 from modelhost.nn.mlp import MLP, MLPConfig
+from modelhost.nn.rnn import GRU, LSTM, RNNConfig
+from modelhost.nn.transformer import TransformerClassifier, TransformerClassifierConfig
 
-ARCHITECTURES: dict[str, tuple[type[nn.Module], type[Any]]] = {"mlp": (MLP, MLPConfig)}
+ARCHITECTURES: dict[str, tuple[type[nn.Module], type[Any]]] = {
+    "mlp": (MLP, MLPConfig),
+    "cnn": (CNN, CNNConfig),
+    "lstm": (LSTM, RNNConfig),
+    "gru": (GRU, RNNConfig),
+    "transformer": (TransformerClassifier, TransformerClassifierConfig),
+    "gpt": (GPT, GPTConfig),
+}
 
 
 def build_model(architecture: str, config: dict[str, Any]) -> nn.Module:
@@ -27,4 +38,18 @@ def build_model(architecture: str, config: dict[str, Any]) -> nn.Module:
     return module_cls(config_cls(**{k: v for k, v in config.items() if k in known}))
 
 
-__all__ = ["ARCHITECTURES", "MLP", "MLPConfig", "build_model"]
+__all__ = [
+    "ARCHITECTURES",
+    "CNN",
+    "GPT",
+    "GRU",
+    "LSTM",
+    "MLP",
+    "CNNConfig",
+    "GPTConfig",
+    "MLPConfig",
+    "RNNConfig",
+    "TransformerClassifier",
+    "TransformerClassifierConfig",
+    "build_model",
+]

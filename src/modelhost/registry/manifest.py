@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 MANIFEST_FILE = "modelhost.json"
 WEIGHTS_FILE = "weights.safetensors"
+ONNX_FILE = "model.onnx"
 Datatype = Literal["FP32", "FP64", "INT32", "INT64", "BOOL", "BYTES"]
 
 
@@ -44,7 +45,8 @@ class Manifest(BaseModel):
     format_version: int = 1
     architecture: str
     config: dict[str, Any]
-    task: Literal["classification", "regression"]
+    task: Literal["classification", "regression", "custom"]
+    """``custom``: an imported graph whose outputs are returned verbatim, by their own names."""
     signature: Signature
     preprocessing: Preprocessing = Preprocessing()
     classes: list[int] | list[float] | list[str] | None = None

@@ -1,5 +1,6 @@
 """The model registry: models, and immutable numbered versions stored as a directory of
-``modelhost.json`` + ``weights.safetensors`` in the artifact store."""
+``modelhost.json`` + the model's files (``weights.safetensors``, or an imported
+``model.onnx``) in the artifact store."""
 
 from __future__ import annotations
 
@@ -96,29 +97,30 @@ def register_version(
     store: ArtifactStore,
     model: str,
     manifest: Manifest,
-    weights: bytes,
+    files: dict[str, bytes],
     run_id: int | None = None,
     dataset_id: int | None = None,
 ) -> ModelVersion:
-    """Store the version's files, then record it under the next free number.
+    """Store the version's files (``modelhost.json`` from ``manifest``, then ``files``, e.g.
+    ``{WEIGHTS_FILE: ...}``), then record it under the next free number.
 
     Files go to a fresh prefix, so a failed or raced registration never overwrites another
     version's bytes; on failure the prefix is removed.
     """
     check_name("model", model)
+    assert MANIFEST_FILE not in files, "modelhost.json is written from `manifest`"
     model_row = _get_or_create_model(s, model, manifest.task)
     prefix = f"models/{model}/{uuid.uuid4().hex}/"
     try:
-        files = {
-            MANIFEST_FILE: store.put(prefix + MANIFEST_FILE, manifest.to_bytes()).sha256,
-            WEIGHTS_FILE: store.put(prefix + WEIGHTS_FILE, weights).sha256,
-        }
+        digests = {MANIFEST_FILE: store.put(prefix + MANIFEST_FILE, manifest.to_bytes()).sha256}
+        for name, data in files.items():
+            digests[name] = store.put(prefix + name, data).sha256
         for _attempt in range(5):
             row = ModelVersionRow(
                 model_id=model_row.id,
                 number=(_latest_number(s, model_row.id) or 0) + 1,
                 artifact_prefix=prefix,
-                files=files,
+                files=digests,
                 manifest=manifest.model_dump(mode="json"),
                 run_id=run_id,
                 dataset_id=dataset_id,
@@ -170,7 +172,14 @@ def get_version_by_id(s: Session, version_id: int) -> ModelVersion:
     return _version(v, s.get_one(ModelRow, v.model_id).name)
 
 
+def read_version_file(s: Session, store: ArtifactStore, version: ModelVersion, name: str) -> bytes:
+    """One file of the version directory, verified against the sha256 recorded for it."""
+    row = s.get_one(ModelVersionRow, version.id)
+    if name not in row.files:
+        raise NotFound(f"model {version.model!r} version {version.number} has no file {name!r}")
+    return store.get(row.artifact_prefix + name, expected_sha256=row.files[name])
+
+
 def read_weights(s: Session, store: ArtifactStore, version: ModelVersion) -> bytes:
     """The version's safetensors bytes, verified against the sha256 recorded at registration."""
-    row = s.get_one(ModelVersionRow, version.id)
-    return store.get(row.artifact_prefix + WEIGHTS_FILE, expected_sha256=row.files[WEIGHTS_FILE])
+    return read_version_file(s, store, version, WEIGHTS_FILE)

@@ -34,3 +34,16 @@ class ModelVersionRow(Base):
     run_id: Mapped[int | None] = mapped_column(sa.Integer)
     dataset_id: Mapped[int | None] = mapped_column(sa.Integer)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ModelAliasRow(Base):
+    """A movable name for one version of a model (``production``, ``staging``)."""
+
+    __tablename__ = "model_aliases"
+    __table_args__ = (sa.UniqueConstraint("model_id", "alias", name="uq_model_aliases_model_alias"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(sa.ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    alias: Mapped[str] = mapped_column(sa.String(64))
+    version_id: Mapped[int] = mapped_column(sa.ForeignKey("model_versions.id", ondelete="CASCADE"))
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

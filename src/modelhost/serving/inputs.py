@@ -24,10 +24,25 @@ def _feature_spec(signature: Signature) -> TensorSpec:
     return signature.inputs[0]
 
 
-def instances_to_array(instances: Any, signature: Signature, max_instances: int) -> np.ndarray:
-    """``{"instances": [[...], ...]}`` (or ``[{"input": [...]}, ...]``) as a float32 (N, F) array."""
+def instances_to_array(
+    instances: Any, signature: Signature, max_instances: int, may_hold_bools: bool = True
+) -> np.ndarray:
+    """``{"instances": [[...], ...]}`` (or ``[{"input": [...]}, ...]``) as a float32 (N, F) array.
+
+    ``may_hold_bools=False`` (the JSON text has no ``true``/``false``) allows a vectorised
+    check: numpy would silently turn a bool among numbers into 0/1.
+    """
     spec = _feature_spec(signature)
     width = spec.shape[-1]
+    if not may_hold_bools and isinstance(instances, list) and 0 < len(instances) <= max_instances:
+        try:  # fast path: a clean list of equal-length number lists; anything else gets named below
+            fast = np.asarray(instances)
+        except ValueError:
+            fast = None
+        if fast is not None and fast.dtype.kind in "iuf" and fast.shape == (len(instances), width):
+            x = fast.astype(np.float32, copy=False)
+            if np.isfinite(x).all():
+                return x
     if not isinstance(instances, list) or not instances:
         raise InvalidInput("'instances' must be a non-empty list")
     if len(instances) > max_instances:

@@ -1,22 +1,78 @@
-"""Deployments: a name bound to a model version and a runtime. Rows only; the
-DeploymentManager turns them into loaded runtimes."""
+"""Deployments: a name bound to one or more model versions (a traffic split, an optional
+shadow) and a runtime. Rows only; the DeploymentManager turns them into loaded runtimes."""
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Literal
 
 import sqlalchemy as sa
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from modelhost.errors import AlreadyExists, NotFound
+from modelhost.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from modelhost.names import check_name
-from modelhost.registry.service import ModelVersion, get_version, get_version_by_id
+from modelhost.registry.aliases import VersionRef, resolve_version
+from modelhost.registry.service import ModelVersion, get_version_by_id
+from modelhost.serving.batcher import BatchingConfig
 from modelhost.serving.tables import DeploymentRow
 
-RuntimeName = Literal["torch"]
+RuntimeName = Literal["torch", "onnx"]
+MAX_TARGETS = 8
+
+
+class TrafficTarget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int | str
+    """A version number or an alias."""
+    weight: float = Field(gt=0, le=100)
+    """Share of requests (weights are relative: 90 and 10 make a 90/10 canary)."""
+
+
+class DeploySpec(BaseModel):
+    """What a deployment serves and how: the body of PUT /api/v1/deployments/{name}."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    model: str
+    """Registered model to serve."""
+    version: int | str | None = None
+    """Version number or alias; the model's latest when omitted. Or give ``traffic``."""
+    traffic: list[TrafficTarget] | None = Field(None, min_length=1, max_length=MAX_TARGETS)
+    """A split over versions, e.g. ``[{"version": 1, "weight": 90}, {"version": 2, "weight": 10}]``."""
+    shadow: int | str | None = None
+    """A version (or alias) that receives a copy of every request; its answers are logged and
+    compared, never returned."""
+    runtime: RuntimeName = "torch"
+    replicas: int = Field(1, ge=1, le=64)
+    """Serving threads per version, sharing the loaded model."""
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+
+    @model_validator(mode="after")
+    def _one_way_to_name_versions(self) -> DeploySpec:
+        if self.traffic is not None and self.version is not None:
+            raise ValueError("give either 'version' or 'traffic', not both")
+        refs = [t.version for t in self.traffic or []]
+        if len(set(refs)) != len(refs):
+            raise ValueError("each version may appear once in 'traffic'")
+        if isinstance(self.version, int) and self.version < 1:
+            raise ValueError("version numbers start at 1")
+        return self
+
+    def refs(self) -> list[tuple[VersionRef, float]]:
+        return [(t.version, t.weight) for t in self.traffic] if self.traffic else [(self.version, 100.0)]
+
+    def mentions(self, alias: str) -> bool:
+        return alias in [r for r, _ in self.refs()] or self.shadow == alias
+
+
+class Target(BaseModel):
+    version: int
+    version_id: int
+    weight: float
 
 
 class Deployment(BaseModel):
@@ -24,21 +80,54 @@ class Deployment(BaseModel):
     name: str
     model: str
     version: int
+    """The version with the largest share of traffic."""
     version_id: int
+    targets: list[Target]
+    shadow: Target | None
     runtime: RuntimeName
+    replicas: int
+    batching: BatchingConfig
+    spec: DeploySpec
+    can_roll_back: bool
     created_at: dt.datetime
     updated_at: dt.datetime
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """A spec's version references resolved against the registry."""
+
+    targets: list[tuple[ModelVersion, float]]
+    shadow: ModelVersion | None
+
+
+def _target(s: Session, version_id: int, weight: float) -> Target:
+    return Target(version=get_version_by_id(s, version_id).number, version_id=version_id, weight=weight)
+
+
 def _entity(s: Session, row: DeploymentRow) -> Deployment:
-    v = get_version_by_id(s, row.version_id)
+    primary = get_version_by_id(s, row.version_id)
+    targets = [_target(s, t["version_id"], t["weight"]) for t in row.targets] or [
+        Target(version=primary.number, version_id=primary.id, weight=100.0)
+    ]
+    spec = (
+        DeploySpec.model_validate(row.spec)
+        if row.spec
+        else DeploySpec(model=primary.model, version=primary.number)
+    )
     return Deployment(
         id=row.id,
         name=row.name,
-        model=v.model,
-        version=v.number,
-        version_id=v.id,
+        model=primary.model,
+        version=primary.number,
+        version_id=primary.id,
+        targets=targets,
+        shadow=_target(s, row.shadow_version_id, 0.0) if row.shadow_version_id else None,
         runtime=row.runtime,
+        replicas=row.replicas,
+        batching=BatchingConfig.model_validate(row.batching),
+        spec=spec,
+        can_roll_back=row.previous_spec is not None,
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
@@ -48,41 +137,66 @@ def _row(s: Session, name: str) -> DeploymentRow | None:
     return s.scalar(sa.select(DeploymentRow).where(DeploymentRow.name == name))
 
 
-def resolve_target(
-    s: Session, name: str, model: str, version: int | None = None, replace: bool = True
-) -> ModelVersion:
-    """The version a deploy of ``name`` would serve; checks the name and, without
+def resolve(s: Session, name: str, spec: DeploySpec, replace: bool = True) -> Resolved:
+    """The versions a deploy of ``name`` would serve; checks the name and, without
     ``replace``, that the deployment does not exist yet."""
     check_name("deployment", name)
     if not replace and _row(s, name) is not None:
         raise AlreadyExists(f"deployment {name!r} already exists")
-    return get_version(s, model, version)
+    targets = [(resolve_version(s, spec.model, ref), weight) for ref, weight in spec.refs()]
+    ids = [v.id for v, _ in targets]
+    if len(set(ids)) != len(ids):
+        raise InvalidInput("traffic names the same version twice (through an alias?)")
+    shadow = resolve_version(s, spec.model, spec.shadow) if spec.shadow is not None else None
+    if shadow is not None and shadow.id in ids:
+        raise InvalidInput(f"the shadow version {shadow.number} also takes live traffic")
+    return Resolved(targets=targets, shadow=shadow)
 
 
 def deploy(
-    s: Session,
-    name: str,
-    model: str,
-    version: int | None = None,
-    runtime: RuntimeName = "torch",
-    replace: bool = True,
+    s: Session, name: str, spec: DeploySpec, resolved: Resolved, replace: bool = True
 ) -> tuple[Deployment, bool]:
-    """Create the deployment, or (``replace``) point an existing one at another version.
-
-    ``version`` None means the model's latest. Returns the deployment and whether it is new.
-    """
-    v = resolve_target(s, name, model, version, replace)
+    """Create the deployment, or (``replace``) point an existing one at other versions.
+    Returns the deployment and whether it is new."""
     row = _row(s, name)
+    if row is not None and not replace:
+        raise AlreadyExists(f"deployment {name!r} already exists")
     created = row is None
+    primary = max(resolved.targets, key=lambda t: t[1])[0]
     if row is None:
-        row = DeploymentRow(name=name, model_id=v.model_id, version_id=v.id, runtime=runtime)
-    row.model_id, row.version_id, row.runtime = v.model_id, v.id, runtime
+        row = DeploymentRow(name=name, model_id=primary.model_id, version_id=primary.id, runtime=spec.runtime)
+    else:
+        row.previous_spec = row.spec or None
+    row.model_id, row.version_id, row.runtime = primary.model_id, primary.id, spec.runtime
+    row.replicas, row.batching = spec.replicas, spec.batching.model_dump()
+    row.targets = [{"version_id": v.id, "weight": w} for v, w in resolved.targets]
+    row.shadow_version_id = resolved.shadow.id if resolved.shadow else None
+    row.spec = spec.model_dump(mode="json")
     try:
         with s.begin_nested():
             s.add(row)
     except IntegrityError as e:
         raise AlreadyExists(f"deployment {name!r} already exists") from e
     return _entity(s, row), created
+
+
+def previous_spec(s: Session, name: str) -> DeploySpec:
+    """The spec before the last change, for rollback."""
+    row = _row(s, name)
+    if row is None:
+        raise NotFound(f"deployment {name!r} not found")
+    if row.previous_spec is None:
+        raise Conflict(f"deployment {name!r} has no earlier state to roll back to")
+    return DeploySpec.model_validate(row.previous_spec)
+
+
+def following(s: Session, model: str, alias: str) -> list[Deployment]:
+    """Deployments of ``model`` whose spec names ``alias``."""
+    return [
+        d
+        for d in list_deployments(s)
+        if d.model == model and d.spec.model == model and d.spec.mentions(alias)
+    ]
 
 
 def list_deployments(s: Session) -> list[Deployment]:

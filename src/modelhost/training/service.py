@@ -37,10 +37,6 @@ class Run(BaseModel):
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
 
-    @property
-    def finished(self) -> bool:
-        return self.status in FINISHED
-
 
 class Metric(BaseModel):
     key: str
@@ -107,14 +103,23 @@ def get_run(s: Session, run_id: int) -> Run:
 
 
 def cancel_run(s: Session, run_id: int) -> Run:
-    """A queued run is cancelled at once; a running one at its worker's next step."""
+    """A queued run is cancelled at once; a running one at its worker's next step.
+
+    Conditional updates, so a worker claiming the run at the same moment (another
+    transaction, on PostgreSQL) either finds it cancelled or sees the cancel request.
+    """
     row = _row(s, run_id)
-    if row.status in FINISHED:
+    q = sa.update(RunRow).where(RunRow.id == run_id)
+    done = s.execute(
+        q.where(RunRow.status == "queued").values(
+            status="cancelled", finished_at=utcnow(), cancel_requested=True
+        )
+    )
+    if done.rowcount == 0:  # type: ignore[attr-defined]
+        done = s.execute(q.where(RunRow.status == "running").values(cancel_requested=True))
+    s.refresh(row)
+    if done.rowcount == 0:  # type: ignore[attr-defined]
         raise Conflict(f"run {run_id} already {row.status}")
-    if row.status == "queued":
-        row.status, row.finished_at = "cancelled", utcnow()
-    row.cancel_requested = True
-    s.flush()
     return _entity(row)
 
 
@@ -164,9 +169,14 @@ def append_log(s: Session, run_id: int, line: str) -> None:
 
 def finish_run(
     s: Session, run_id: int, status: RunStatus, error: str | None = None, version_id: int | None = None
-) -> None:
-    row = _row(s, run_id)
-    row.status, row.error, row.version_id, row.finished_at = status, error, version_id, utcnow()
+) -> bool:
+    """End a running run; False (and nothing written) if it is no longer running."""
+    res = s.execute(
+        sa.update(RunRow)
+        .where(RunRow.id == run_id, RunRow.status == "running")
+        .values(status=status, error=error, version_id=version_id, finished_at=utcnow())
+    )
+    return bool(res.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def fail_if_unfinished(s: Session, run_id: int, reason: str) -> bool:

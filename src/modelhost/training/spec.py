@@ -8,7 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from modelhost.errors import InvalidInput
+from modelhost.errors import InvalidInput, describe_validation_errors
 from modelhost.names import check_name
 
 
@@ -87,13 +87,4 @@ def parse_spec(data: dict[str, Any] | str | bytes) -> TrainSpec:
     try:
         return TrainSpec.model_validate(data)
     except ValidationError as e:
-        raise InvalidInput("invalid spec: " + format_errors(e)) from e
-
-
-def format_errors(e: ValidationError) -> str:
-    parts = []
-    for err in e.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "spec"
-        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-        parts.append(f"{loc}: {msg}")
-    return "; ".join(parts)
+        raise InvalidInput("invalid spec: " + describe_validation_errors(e.errors())) from e

@@ -10,12 +10,14 @@ import logging
 import os
 import sys
 import time
+import traceback
 
 from modelhost.artifacts import ArtifactStore, open_artifacts
 from modelhost.config import load_settings
 from modelhost.datasets.service import get_dataset_by_id, load_table
 from modelhost.db import Database
-from modelhost.errors import PlatformError
+from modelhost.errors import Conflict, PlatformError
+from modelhost.registry.manifest import WEIGHTS_FILE
 from modelhost.registry.service import register_version
 from modelhost.training import service as runs
 from modelhost.training.data import prepare
@@ -67,17 +69,23 @@ def execute_run(db: Database, store: ArtifactStore, run_id: int) -> str | None:
         result = fit(spec, data, ProgressReporter(db, run_id))
         manifest, weights = package(spec, data, result, run_id, dataset.sha256)
         with db.session() as s:
-            version = register_version(s, store, spec.model_name, manifest, weights, run_id, dataset.id)
+            version = register_version(
+                s, store, spec.model_name, manifest, {WEIGHTS_FILE: weights}, run_id, dataset.id
+            )
             runs.append_log(s, run_id, f"registered {spec.model_name!r} version {version.number}")
-            runs.finish_run(s, run_id, "succeeded", version_id=version.id)
+            if not runs.finish_run(s, run_id, "succeeded", version_id=version.id):
+                raise Conflict(f"run {run_id} was ended elsewhere; its version is not registered")
         return "succeeded"
     except Cancelled as e:
         status, reason = "cancelled", str(e)
     except PlatformError as e:
         status, reason = "failed", e.message
-    except Exception as e:  # the run's record must say why, whatever broke
-        log.exception("run %s failed", run_id)
+    except (ValueError, FloatingPointError) as e:  # bad data or diverging training: the message is the reason
         status, reason = "failed", f"{type(e).__name__}: {e}"
+    except Exception as e:  # the record says why in short; the run log has the traceback
+        log.exception("run %s failed", run_id)
+        _log(db, run_id, traceback.format_exc())
+        status, reason = "failed", f"internal error in the worker ({type(e).__name__}); see the run log"
     with db.session() as s:
         runs.append_log(s, run_id, f"run {status}: {reason}")
         runs.finish_run(s, run_id, status, error=None if status == "cancelled" else reason)  # type: ignore[arg-type]

@@ -3,12 +3,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Form, Response, UploadFile
 from pydantic import BaseModel
 
+from modelhost.api.auth import changes_require_role
 from modelhost.api.deps import DB, AppSettings, Store
 from modelhost.datasets import service
 from modelhost.datasets.samples import SampleName
 from modelhost.errors import PayloadTooLarge
 
-router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
+router = APIRouter(
+    prefix="/api/v1/datasets", tags=["datasets"], dependencies=[changes_require_role("admin", "member")]
+)
 
 
 @router.get("")

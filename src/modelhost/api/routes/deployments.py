@@ -1,70 +1,59 @@
 from __future__ import annotations
 
-from typing import Literal
-
 import anyio.to_thread
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, Field
 
-from modelhost.api.deps import DB, Manager
-from modelhost.serving import service
-from modelhost.serving.manager import DeploymentManager
+from modelhost.api.auth import changes_require_role
+from modelhost.api.deps import Manager
+from modelhost.serving.manager import DeploymentManager, DeploymentStatus
+from modelhost.serving.service import DeploySpec
 
-router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
-
-
-class DeployRequest(BaseModel, extra="forbid"):
-    model: str
-    version: int | None = Field(None, ge=1)
-    """Version number; the model's latest when omitted."""
-    runtime: service.RuntimeName = "torch"
+router = APIRouter(
+    prefix="/api/v1/deployments", tags=["deployments"], dependencies=[changes_require_role("admin", "member")]
+)
 
 
-class CreateDeployment(DeployRequest):
+class CreateDeployment(DeploySpec):
     name: str
 
 
-class DeploymentStatus(service.Deployment):
-    state: Literal["loading", "ready", "failed", "unknown"]
-    error: str | None
-
-
-def _status(manager: DeploymentManager, dep: service.Deployment) -> DeploymentStatus:
-    entry = manager.states().get(dep.name)
-    state = entry.state if entry and entry.deployment.version_id == dep.version_id else "unknown"
-    return DeploymentStatus(**dep.model_dump(), state=state, error=entry.error if entry else None)
-
-
 async def _deploy(
-    manager: DeploymentManager, name: str, body: DeployRequest, replace: bool
+    manager: DeploymentManager, name: str, spec: DeploySpec, replace: bool, response: Response
 ) -> DeploymentStatus:
-    entry = await anyio.to_thread.run_sync(
-        manager.deploy, name, body.model, body.version, body.runtime, replace
-    )
-    return _status(manager, entry.deployment)
+    entry, created = await anyio.to_thread.run_sync(manager.deploy, name, spec, replace)
+    response.status_code = 201 if created else 200
+    return manager.describe(entry.deployment)
 
 
 @router.get("")
-def list_deployments(db: DB, manager: Manager) -> list[DeploymentStatus]:
-    with db.session() as s:
-        return [_status(manager, d) for d in service.list_deployments(s)]
+def list_deployments(manager: Manager) -> list[DeploymentStatus]:
+    return manager.describe_all()
 
 
 @router.post("", status_code=201)
-async def create_deployment(body: CreateDeployment, manager: Manager) -> DeploymentStatus:
-    return await _deploy(manager, body.name, body, replace=False)
+async def create_deployment(body: CreateDeployment, manager: Manager, response: Response) -> DeploymentStatus:
+    spec = DeploySpec.model_validate(body.model_dump(exclude={"name"}))
+    return await _deploy(manager, body.name, spec, False, response)
 
 
-@router.put("/{name}")
-async def put_deployment(name: str, body: DeployRequest, manager: Manager) -> DeploymentStatus:
-    """Create or update: point ``name`` at a version, swapping without dropping requests."""
-    return await _deploy(manager, name, body, replace=True)
+@router.put("/{name}", status_code=200, responses={201: {"description": "Created"}})
+async def put_deployment(
+    name: str, body: DeploySpec, manager: Manager, response: Response
+) -> DeploymentStatus:
+    """Create (201) or update (200): point ``name`` at a version, swapping without dropping requests."""
+    return await _deploy(manager, name, body, True, response)
 
 
 @router.get("/{name}")
-def show_deployment(name: str, db: DB, manager: Manager) -> DeploymentStatus:
-    with db.session() as s:
-        return _status(manager, service.get_deployment(s, name))
+def show_deployment(name: str, manager: Manager) -> DeploymentStatus:
+    return manager.describe_one(name)
+
+
+@router.post("/{name}/rollback")
+async def rollback_deployment(name: str, manager: Manager) -> DeploymentStatus:
+    """Back to the state before the last change, at once (the old runtimes are kept warm)."""
+    entry = await anyio.to_thread.run_sync(manager.rollback, name)
+    return manager.describe(entry.deployment)
 
 
 @router.delete("/{name}", status_code=204)

@@ -1,117 +1,106 @@
-"""The data plane for predictive models: KServe v1 ``:predict`` and OIP v2 model routes."""
+"""The data plane for predictive models: KServe v1 ``:predict`` and OIP v2 model routes.
+
+The two POST operations are served by the ASGI fast path (``api/dataplane.py``) before
+FastAPI routing; they are declared here too, calling the same service, so that the
+OpenAPI description documents them.
+"""
 
 from __future__ import annotations
 
-import numpy as np
-from fastapi import APIRouter
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 
 import modelhost
-from modelhost.api.deps import AppSettings, Manager
-from modelhost.api.protocol.oip import (
-    InferRequest,
-    InferResponse,
-    ModelMetadata,
-    ResponseOutput,
-    ServerMetadata,
-)
+from modelhost.api.deps import Manager
+from modelhost.api.protocol.oip import InferRequest, InferResponse, ModelMetadata, ServerMetadata
 from modelhost.api.protocol.predict import PredictRequest, PredictResponse
-from modelhost.errors import InvalidInput, NotFound
-from modelhost.serving.inputs import instances_to_array, tensor_to_array
+from modelhost.serving.inference import InferenceService
 from modelhost.serving.manager import DeploymentManager
 
 router = APIRouter(tags=["inference"])
 
 
-@router.post("/v1/models/{name}:predict")
-async def predict(
-    name: str, body: PredictRequest, manager: Manager, settings: AppSettings
-) -> PredictResponse:
+def _service(request: Request) -> InferenceService:
+    service: InferenceService = request.app.state.inference
+    return service
+
+
+Inference = Annotated[InferenceService, Depends(_service)]
+
+
+def _body_doc(model: type[Any]) -> dict[str, Any]:
+    schema = {"content": {"application/json": {"schema": model.model_json_schema()}}, "required": True}
+    return {"requestBody": schema}
+
+
+@router.post(
+    "/v1/models/{name}:predict", response_model=PredictResponse, openapi_extra=_body_doc(PredictRequest)
+)
+async def predict(name: str, request: Request, service: Inference) -> Response:
     """``{"instances": [[...], ...]}`` -> ``{"predictions": [...]}``, one per instance, in order."""
-    dep, rt = manager.runtime(name)
-    x = instances_to_array(body.instances, rt.manifest.signature, settings.max_instances)
-    dep, out = await manager.predict(name, x)
-    primary = out[rt.manifest.signature.outputs[0].name]
-    return PredictResponse(predictions=primary.tolist(), model_name=dep.name, model_version=str(dep.version))
+    body, headers = await service.predict(name, await request.body())
+    return Response(body, headers=headers)
 
 
 @router.get("/v2")
 def server_metadata() -> ServerMetadata:
-    return ServerMetadata(name="modelhost", version=modelhost.__version__, extensions=[])
-
-
-def _check_version(manager: DeploymentManager, name: str, version: str | None) -> None:
-    dep = manager.get(name).deployment
-    if version is not None and version != str(dep.version):
-        raise NotFound(f"deployment {name!r} serves version {dep.version}, not {version!r}")
+    return ServerMetadata(name="modelhost", version=modelhost.__version__, extensions=["binary_tensor_data"])
 
 
 def _metadata(manager: DeploymentManager, name: str, version: str | None) -> ModelMetadata:
-    _check_version(manager, name, version)
-    dep, rt = manager.runtime(name)
-    sig = rt.manifest.signature
+    entry = manager.serving(name)
+    arm = entry.pick(version) if version is not None else entry.pick(str(entry.deployment.version))
     return ModelMetadata(
-        name=dep.name,
-        versions=[str(dep.version)],
-        platform="modelhost_torch",
-        inputs=sig.inputs,
-        outputs=sig.outputs,
+        name=entry.deployment.name,
+        versions=[str(a.target.version) for a in entry.arms],
+        platform=f"modelhost_{entry.deployment.runtime}",
+        inputs=arm.signature.inputs,
+        outputs=arm.signature.outputs,
     )
 
 
 def _ready(manager: DeploymentManager, name: str, version: str | None) -> JSONResponse:
-    _check_version(manager, name, version)
-    ok = manager.get(name).state == "ready"
+    entry = manager.get(name)
+    if version is not None and entry.state == "ready":
+        entry.pick(version)  # 404 for a version this deployment does not serve
+    ok = entry.state == "ready"
     return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 503)
 
 
 async def _infer(
-    manager: DeploymentManager, name: str, version: str | None, body: InferRequest, max_instances: int
-) -> InferResponse:
-    _check_version(manager, name, version)
-    dep, rt = manager.runtime(name)
-    sig = rt.manifest.signature
-    if len(body.inputs) != len(sig.inputs):
-        raise InvalidInput(
-            f"expected {len(sig.inputs)} input(s) ({', '.join(t.name for t in sig.inputs)}), "
-            f"got {len(body.inputs)}"
-        )
-    t = body.inputs[0]
-    x = tensor_to_array(t.name, t.datatype, t.shape, t.data, sig, max_instances)
-    names = [o.name for o in body.outputs] if body.outputs else [o.name for o in sig.outputs]
-    known = {o.name: o for o in sig.outputs}
-    if unknown := [n for n in names if n not in known]:
-        raise InvalidInput(f"unknown output {unknown[0]!r}; the model gives {', '.join(known)}")
-    dep, out = await manager.predict(name, x)
-    outputs = [
-        ResponseOutput(
-            name=n,
-            shape=list(out[n].shape),
-            datatype=known[n].datatype,
-            data=np.asarray(out[n]).reshape(-1).tolist(),
-        )
-        for n in names
-    ]
-    return InferResponse(model_name=dep.name, model_version=str(dep.version), id=body.id, outputs=outputs)
+    service: InferenceService, name: str, version: str | None, request: Request, header_length: int | None
+) -> Response:
+    body, headers = await service.infer(name, version, await request.body(), header_length)
+    return Response(body, headers=headers)
 
+
+HeaderLength = Annotated[int | None, Header(alias="Inference-Header-Content-Length", ge=0)]
 
 # Each OIP model route exists with and without /versions/{version}: one handler, two paths.
 for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+    suffix = "_versioned" if "version}" in prefix else ""
 
-    @router.get(prefix, name=f"model_metadata{'_versioned' if 'version}' in prefix else ''}")
+    @router.get(prefix, name=f"model_metadata{suffix}")
     def model_metadata(name: str, manager: Manager, version: str | None = None) -> ModelMetadata:
         return _metadata(manager, name, version)
 
-    @router.get(
-        prefix + "/ready",
-        response_model=None,
-        name=f"model_ready{'_versioned' if 'version}' in prefix else ''}",
-    )
+    @router.get(prefix + "/ready", response_model=None, name=f"model_ready{suffix}")
     def model_ready(name: str, manager: Manager, version: str | None = None) -> JSONResponse:
         return _ready(manager, name, version)
 
-    @router.post(prefix + "/infer", name=f"model_infer{'_versioned' if 'version}' in prefix else ''}")
+    @router.post(
+        prefix + "/infer",
+        name=f"model_infer{suffix}",
+        response_model=InferResponse,
+        openapi_extra=_body_doc(InferRequest),
+    )
     async def model_infer(
-        name: str, body: InferRequest, manager: Manager, settings: AppSettings, version: str | None = None
-    ) -> InferResponse:
-        return await _infer(manager, name, version, body, settings.max_instances)
+        name: str,
+        request: Request,
+        service: Inference,
+        length: HeaderLength = None,
+        version: str | None = None,
+    ) -> Response:
+        return await _infer(service, name, version, request, length)

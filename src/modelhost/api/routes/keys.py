@@ -6,10 +6,10 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from modelhost.api.auth import require_role
-from modelhost.api.deps import DB
+from modelhost.api.deps import DB, Id
 from modelhost.auth import service
 
-router = APIRouter(prefix="/api/v1/keys", tags=["keys"], dependencies=[require_role("admin")])  # type: ignore[list-item]
+router = APIRouter(prefix="/api/v1/keys", tags=["keys"], dependencies=[require_role("admin")])
 
 
 class CreateKey(BaseModel, extra="forbid"):
@@ -32,8 +32,6 @@ def create_key(body: CreateKey, db: DB) -> service.CreatedKey:
 
 
 @router.delete("/{key_id}")
-def revoke_key(key_id: int, db: DB, request: Request) -> service.ApiKey:
-    with db.session() as s:
-        key = service.revoke_key(s, key_id)
-    request.app.state.authenticator.forget_all()
-    return key
+def revoke_key(key_id: Id, request: Request) -> service.ApiKey:
+    authenticator: service.Authenticator = request.app.state.authenticator
+    return authenticator.revoke(key_id)

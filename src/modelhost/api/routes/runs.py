@@ -4,21 +4,20 @@ from typing import Any
 
 from fastapi import APIRouter, Body
 
-from modelhost.api.deps import DB, Executor
+from modelhost.api.auth import changes_require_role
+from modelhost.api.deps import DB, Executor, Id
 from modelhost.training import service
 from modelhost.training.spec import parse_spec
 
-router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
+router = APIRouter(
+    prefix="/api/v1/runs", tags=["runs"], dependencies=[changes_require_role("admin", "member")]
+)
 
 
 @router.post("", status_code=201)
-def submit_run(db: DB, executor: Executor, spec: dict[str, Any] = Body()) -> service.Run:
+def submit_run(executor: Executor, spec: dict[str, Any] = Body()) -> service.Run:
     """Queue a training run from a spec (the same document ``modelhost train spec.yaml`` sends)."""
-    parsed = parse_spec(spec)
-    with db.session() as s:
-        run = service.submit_run(s, parsed)
-    executor.launch(run.id)
-    return run
+    return executor.submit(parse_spec(spec))
 
 
 @router.get("")
@@ -28,25 +27,25 @@ def list_runs(db: DB, status: service.RunStatus | None = None, limit: int = 100)
 
 
 @router.get("/{run_id}")
-def show_run(run_id: int, db: DB) -> service.Run:
+def show_run(run_id: Id, db: DB) -> service.Run:
     with db.session() as s:
         return service.get_run(s, run_id)
 
 
 @router.post("/{run_id}/cancel")
-def cancel_run(run_id: int, db: DB) -> service.Run:
+def cancel_run(run_id: Id, db: DB) -> service.Run:
     with db.session() as s:
         return service.cancel_run(s, run_id)
 
 
 @router.get("/{run_id}/metrics")
-def run_metrics(run_id: int, db: DB, key: str | None = None) -> list[service.Metric]:
+def run_metrics(run_id: Id, db: DB, key: str | None = None) -> list[service.Metric]:
     with db.session() as s:
         return service.get_metrics(s, run_id, key)
 
 
 @router.get("/{run_id}/logs")
-def run_logs(run_id: int, db: DB, after: int = 0) -> list[service.LogLine]:
+def run_logs(run_id: Id, db: DB, after: int = 0) -> list[service.LogLine]:
     """Log lines with id greater than ``after``; poll with the last id seen to follow."""
     with db.session() as s:
         return service.get_logs(s, run_id, after)

@@ -12,9 +12,13 @@ from modelhost.api.app import create_app
 from modelhost.cli.output import console
 from modelhost.config import Settings
 
+log = logging.getLogger("modelhost")
+
 
 def _announce(app: FastAPI, server: uvicorn.Server, settings: Settings, demo: bool) -> None:
-    from modelhost.demo import DEMO_INSTANCE, run_demo
+    """Once the server listens: the URL and (on a new home) the admin key first, so a demo
+    that fails can never hide the key; then the demo and its curl line."""
+    from modelhost.cli.demo import DEMO_INSTANCE, run_demo
 
     while not server.started:
         if server.should_exit:
@@ -22,29 +26,37 @@ def _announce(app: FastAPI, server: uvicorn.Server, settings: Settings, demo: bo
         threading.Event().wait(0.05)
     url = f"http://{settings.host}:{settings.port}"
     created = app.state.first_admin_key
-    if demo:
-        run_demo(app)
     console.print(f"\n[bold green]modelhost is up[/bold green] at {url}  (API docs: {url}/docs)")
     if created is not None:
-        console.print(
-            f"admin API key (shown once, stored hashed): [bold]{created.key}[/bold]", soft_wrap=True
-        )
+        shown = f"admin API key (shown once, stored hashed): [bold]{created.key}[/bold]"
+        console.print(shown, soft_wrap=True)
         console.print(f"  export MODELHOST_URL={url} MODELHOST_API_KEY={created.key}", soft_wrap=True)
     else:
         console.print("admin API key: the one shown on first start (export MODELHOST_API_KEY=...)")
-    if demo:
-        console.print("try a prediction:")
-        console.print(
-            f"  curl -s -H \"Authorization: Bearer $MODELHOST_API_KEY\" -H 'Content-Type: application/json' "
-            f"-d '{{\"instances\": [{DEMO_INSTANCE}]}}' {url}/v1/models/digits:predict",
-            highlight=False,
-            soft_wrap=True,
-        )
+    if not demo:
+        return
+    try:
+        run_demo(app)
+    except Exception:  # the platform keeps serving; the demo is an extra
+        log.exception("the digits demo failed")
+        return
+    console.print("try a prediction:")
+    console.print(
+        f"  curl -s -H \"Authorization: Bearer $MODELHOST_API_KEY\" -H 'Content-Type: application/json' "
+        f"-d '{{\"instances\": [{DEMO_INSTANCE}]}}' {url}/v1/models/digits:predict",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def serve(settings: Settings, demo: bool = False) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    if settings.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning(
+            "binding %s: modelhost speaks plain HTTP; put TLS in front of it before exposing it",
+            settings.host,
+        )
     app = create_app(settings)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level="warning", access_log=False

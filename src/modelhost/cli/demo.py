@@ -9,7 +9,7 @@ from modelhost.cli.follow import follow_run
 from modelhost.cli.output import console
 from modelhost.datasets.service import create_sample_dataset, get_dataset
 from modelhost.errors import NotFound
-from modelhost.serving.service import get_deployment
+from modelhost.serving.service import DeploySpec, get_deployment
 from modelhost.training import service as runs
 from modelhost.training.spec import parse_spec
 
@@ -105,9 +105,8 @@ def run_demo(app: FastAPI) -> None:
             get_dataset(s, "digits")
         except NotFound:
             create_sample_dataset(s, store, "digits")
-        run = runs.submit_run(s, parse_spec(DEMO_SPEC))
+    run = app.state.executor.submit(parse_spec(DEMO_SPEC))
     console.print("training the demo digits classifier (scikit-learn's 8x8 digits) ...")
-    app.state.executor.launch(run.id)
 
     def current() -> dict[str, object]:
         with db.session() as s:
@@ -117,5 +116,6 @@ def run_demo(app: FastAPI) -> None:
     if final["status"] != "succeeded":
         console.print(f"[red]demo training {final['status']}[/red]: {final.get('error')}")
         return
-    dep = manager.deploy("digits", "digits").deployment
+    entry, _ = manager.deploy("digits", DeploySpec(model="digits"))
+    dep = entry.deployment
     console.print(f"deployed 'digits' (model digits v{dep.version})")

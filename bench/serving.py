@@ -1,0 +1,348 @@
+"""Serving benchmark for predictive models: modelhost against a hand-written FastAPI server.
+
+Registers the MNIST CNN and the small MLP (random weights: speed, not quality), starts the real
+server (auth, validation, metrics on) and ``baseline_fastapi.py`` on the same weights, drives both
+with wrk on loopback, measures the in-process ceiling, checks issue 4's targets, and writes
+``bench/results/serving-<UTC>.json`` (and ``serving-latest.json``).
+
+    .venv/bin/python bench/serving.py [--duration 10] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import inspect
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from modelhost.artifacts import open_artifacts
+from modelhost.db import Database
+from modelhost.registry.manifest import WEIGHTS_FILE, Manifest, Preprocessing, Signature, TensorSpec
+from modelhost.registry.service import register_version
+
+BENCH = Path(__file__).resolve().parent
+ADMIN_KEY = "mh_bench_admin_key_0123456789abcdefghijklmnopqrstuvwxyz"
+AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
+CONCURRENCIES = (1, 8, 32, 128)
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
+BATCHING = {"max_batch_size": 64, "max_wait_ms": 0}
+TO_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # the architecture's, the model's and the deployment's
+    config: dict[str, Any]
+    features: int
+    classes: list[int]
+
+
+MODELS = (
+    ModelSpec("cnn", {"in_channels": 1, "image_size": 28, "num_classes": 10}, 784, list(range(10))),
+    # The issue's MLP ends in one logit + sigmoid; modelhost classifiers take one logit per class,
+    # so it is served as 2 logits + softmax, which is the sigmoid of the logits' difference.
+    ModelSpec("mlp", {"in_features": 100, "out_features": 2, "hidden_sizes": [64, 32]}, 100, [0, 1]),
+)
+
+
+def wait_for_cnn(timeout_s: float = 1200, poll_s: float = 30) -> None:
+    """The CNN architecture is being written concurrently: poll until it imports."""
+    probe = [sys.executable, "-c", "from modelhost.nn import ARCHITECTURES; assert 'cnn' in ARCHITECTURES"]
+    deadline = time.monotonic() + timeout_s
+    while subprocess.run(probe, capture_output=True).returncode != 0:
+        if time.monotonic() > deadline:
+            sys.exit("modelhost.nn has no 'cnn' architecture after 20 minutes")
+        print("waiting for modelhost.nn.cnn ...", flush=True)
+        time.sleep(poll_s)
+
+
+def build(spec: ModelSpec, weights: Path | None = None) -> torch.nn.Module:
+    from modelhost.nn import build_model  # imported late: the CNN may not exist at import time
+
+    torch.manual_seed(0)
+    model = build_model(spec.name, spec.config)
+    if weights is not None:
+        model.load_state_dict(load_file(str(weights)), strict=True)
+    return model.eval()
+
+
+def register(home: Path, spec: ModelSpec, weights: Path) -> None:
+    """Register version 1 of ``spec`` straight into the (not yet running) server's home."""
+    label = TensorSpec(name="label", datatype="INT64", shape=[-1])
+    probabilities = TensorSpec(name="probabilities", datatype="FP32", shape=[-1, len(spec.classes)])
+    inputs = [TensorSpec(name="input", datatype="FP32", shape=[-1, spec.features])]
+    signature = Signature(inputs=inputs, outputs=[label, probabilities])
+    manifest = Manifest(
+        architecture=spec.name, config=spec.config, task="classification", classes=spec.classes,
+        signature=signature, preprocessing=Preprocessing(kind="none"),
+    )  # fmt: skip
+    db = Database(f"sqlite:///{home}/modelhost.db")
+    db.migrate()
+    data = weights.read_bytes()  # register_version is gaining `files`: pass what it takes
+    takes_files = "files" in inspect.signature(register_version).parameters
+    files = {"files": {WEIGHTS_FILE: data}} if takes_files else {"weights": data}
+    with db.session() as s:
+        register_version(s, open_artifacts((home / "artifacts").as_uri()), spec.name, manifest, **files)
+    db.dispose()
+
+
+@torch.inference_mode()
+def ceiling(spec: ModelSpec, weights: Path, seconds: float) -> dict[str, Any]:
+    """Forward-only rows/s per batch size and the median single-row forward time, at the
+    thread count a fresh process gets (the server sets none, so it gets the same)."""
+    model = build(spec, weights)
+    times = {b: call_times(model, torch.rand(b, spec.features), seconds) for b in BATCH_SIZES}
+    rates = {b: b * len(t) / sum(t) for b, t in times.items()}
+    best = max(rates, key=lambda b: rates[b])
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "rows_per_s": {str(b): r for b, r in rates.items()},
+        "best_rows_per_s": rates[best],
+        "best_batch": best,
+        "single_row_forward_ms": float(np.median(times[1])) * 1000,
+    }
+
+
+def call_times(model: torch.nn.Module, x: torch.Tensor, seconds: float) -> list[float]:
+    times: list[float] = []
+    end = time.perf_counter() + seconds
+    while (start := time.perf_counter()) < end or len(times) < 30:
+        model(x)
+        times.append(time.perf_counter() - start)
+    return times[20:]  # the first calls warm up
+
+
+@contextlib.contextmanager
+def running(cmd: list[str], env: dict[str, str], log: Path, health: str) -> Iterator[str]:
+    """Start ``cmd`` with "PORT" replaced by a free port, poll ``health`` until it answers 200
+    (never a fixed sleep), yield the base URL, and always stop the process: SIGINT, then SIGKILL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    url, cmd = f"http://127.0.0.1:{port}", [port if arg == "PORT" else arg for arg in cmd]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(url + health, timeout=1).status_code == 200:
+                    break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"{' '.join(cmd[:4])} did not start:\n{log.read_text()}")
+        yield url
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def modelhost(home: Path, workdir: Path) -> contextlib.AbstractContextManager[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELHOST_")}
+    env.update(MODELHOST_HOME=str(home), MODELHOST_ADMIN_KEY=ADMIN_KEY)
+    cmd = [sys.executable, "-m", "modelhost.cli", "up", "--port", "PORT"]
+    return running(cmd, env, workdir / "modelhost.log", "/v2/health/ready")
+
+
+def baseline(spec: ModelSpec, weights: Path, workdir: Path) -> contextlib.AbstractContextManager[str]:
+    cmd = [sys.executable, str(BENCH / "baseline_fastapi.py"), "--arch", spec.name,
+           "--config", json.dumps(spec.config), "--weights", str(weights), "--port", "PORT"]  # fmt: skip
+    return running(cmd, dict(os.environ), workdir / f"baseline-{spec.name}.log", "/health")
+
+
+def instance(spec: ModelSpec) -> list[float]:
+    """One realistic row: an MNIST-like image (about 80% blank pixels, the rest in [0, 1),
+    3 decimals) or standardized tabular features (4 decimals)."""
+    rng, n = np.random.default_rng(1), spec.features
+    if spec.name == "cnn":
+        return [float(v) for v in np.where(rng.random(n) < 0.8, 0.0, rng.random(n).round(3))]
+    return [float(v) for v in rng.standard_normal(n).round(4)]
+
+
+def wrk_script(path: Path, body: dict[str, Any], auth: bool) -> Path:
+    lines = ['wrk.method = "POST"', 'wrk.headers["Content-Type"] = "application/json"']
+    if auth:
+        lines.append(f'wrk.headers["Authorization"] = "{AUTH["Authorization"]}"')
+    path.write_text("\n".join([*lines, f"wrk.body = [==[{json.dumps(body)}]==]", ""]))
+    return path
+
+
+def run_wrk(url: str, script: Path, concurrency: int, duration: float) -> dict[str, Any]:
+    cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{duration:g}s", "--latency", "--timeout", "10s",
+           "-s", str(script), url]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=duration + 60)
+    return parse_wrk(out.stdout)
+
+
+def parse_wrk(out: str) -> dict[str, Any]:
+    """requests/s, latency percentiles (ms) and errors (non-2xx + socket errors) from wrk."""
+    found = re.findall(r"^\s+(50|90|99)%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
+    rps, requests = re.search(r"Requests/sec:\s+([\d.]+)", out), re.search(r"(\d+) requests in", out)
+    if len(found) != 3 or rps is None or requests is None:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {
+        "rps": float(rps[1]),
+        "requests": int(requests[1]),
+        **{f"p{p}_ms": float(n) * TO_MS[unit] for p, n, unit in found},
+        "errors": (int(non2xx[1]) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0),
+    }
+
+
+def deploy(spec: ModelSpec, modelhost: str, baseline: str) -> None:
+    """Deploy ``spec`` on modelhost; both servers hold the same weights, so check they agree."""
+    put = {"model": spec.name, "batching": BATCHING}
+    r = httpx.put(f"{modelhost}/api/v1/deployments/{spec.name}", json=put, headers=AUTH, timeout=120)
+    r.raise_for_status()
+    body = {"instances": [instance(spec)] * 3}
+    a = httpx.post(f"{modelhost}/v1/models/{spec.name}:predict", json=body, headers=AUTH, timeout=30)
+    b = httpx.post(f"{baseline}/predict", json=body, timeout=30)
+    assert a.status_code == b.status_code == 200, (a.text, b.text)
+    assert a.json()["predictions"] == b.json()["predictions"], (a.text, b.text)
+
+
+def load_matrix(targets: dict[str, dict[str, tuple[str, Path]]], duration: float) -> dict[str, Any]:
+    """Every model x concurrency; modelhost and the baseline alternate, so drift hits both."""
+    for url, script in (t for pair in targets.values() for t in pair.values()):
+        run_wrk(url, script, 8, min(duration, 3))  # warm-up
+    out: dict[str, Any] = {m: {"modelhost": {}, "baseline": {}} for m in targets}
+    for model, pair in targets.items():
+        for c in CONCURRENCIES:
+            for server, (url, script) in pair.items():
+                out[model][server][str(c)] = r = run_wrk(url, script, c, duration)
+                print(f"  {model} c={c:<4} {server:9} {r['rps']:6.0f} req/s  p99 {r['p99_ms']:.2f} ms")
+    return out
+
+
+def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    (home := workdir / "home").mkdir()
+    weights = {s.name: workdir / f"{s.name}.safetensors" for s in MODELS}
+    for s in MODELS:
+        save_file({k: v.contiguous() for k, v in build(s).state_dict().items()}, str(weights[s.name]))
+        register(home, s, weights[s.name])
+    print("in-process ceiling ...", flush=True)
+    ceilings = {s.name: ceiling(s, weights[s.name], 0.3 if args.quick else 2.0) for s in MODELS}
+    with contextlib.ExitStack() as stack:
+        mh, targets = stack.enter_context(modelhost(home, workdir)), {}
+        for s in MODELS:
+            bl = stack.enter_context(baseline(s, weights[s.name], workdir))
+            deploy(s, mh, bl)
+            body = {"instances": [instance(s)]}
+            predict = f"{mh}/v1/models/{s.name}:predict"
+            targets[s.name] = {
+                "modelhost": (predict, wrk_script(workdir / f"mh-{s.name}.lua", body, True)),
+                "baseline": (f"{bl}/predict", wrk_script(workdir / f"bl-{s.name}.lua", body, False)),
+            }
+        print(f"load: wrk -t1, {args.duration:g} s per point", flush=True)
+        load = load_matrix(targets, args.duration)
+        tensor = {"name": "input", "shape": [1, 784], "datatype": "FP32", "data": instance(MODELS[0])}
+        v2 = wrk_script(workdir / "v2.lua", {"inputs": [tensor]}, True)
+        oip = run_wrk(f"{mh}/v2/models/cnn/infer", v2, 32, args.duration)
+    models = {s.name: {**load[s.name], "ceiling": ceilings[s.name]} for s in MODELS}
+    return {"models": models, "oip_v2_cnn_c32": oip}
+
+
+def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 4's targets. The ceiling is the best forward-only rows/s over batch sizes 1-128."""
+    m, checks = res["models"], []
+
+    def check(name: str, ok: bool, detail: str) -> None:
+        checks.append({"target": name, "pass": ok, "detail": detail})
+
+    for name, factor in (("cnn", 2), ("mlp", 3)):
+        a, b = m[name]["modelhost"]["32"], m[name]["baseline"]["32"]
+        ratio = a["rps"] / b["rps"]
+        check(f"{name} c=32 req/s >= {factor}x baseline", ratio >= factor,
+              f"{a['rps']:.0f} vs {b['rps']:.0f} req/s = {ratio:.2f}x")  # fmt: skip
+        check(f"{name} c=32 p99 <= baseline p99", a["p99_ms"] <= b["p99_ms"],
+              f"{a['p99_ms']:.2f} vs {b['p99_ms']:.2f} ms")  # fmt: skip
+    rps, best, batch = (m["cnn"]["modelhost"]["32"]["rps"], m["cnn"]["ceiling"]["best_rows_per_s"],
+                        m["cnn"]["ceiling"]["best_batch"])  # fmt: skip
+    check("cnn c=32 >= 70% of the in-process ceiling", rps >= 0.7 * best,
+          f"{rps:.0f} / {best:.0f} rows/s (best batch: {batch}) = {rps / best:.0%}")  # fmt: skip
+    for name in ("cnn", "mlp"):
+        p50, fwd = m[name]["modelhost"]["1"]["p50_ms"], m[name]["ceiling"]["single_row_forward_ms"]
+        check(f"{name} c=1 p50 <= forward + 0.5 ms", p50 <= fwd + 0.5,
+              f"p50 {p50:.3f} ms vs forward {fwd:.3f} ms + 0.5")  # fmt: skip
+    return checks
+
+
+def report(res: dict[str, Any]) -> None:
+    def row(r: dict[str, Any]) -> str:
+        return f"{r['rps']:7.0f} {r['p50_ms']:6.2f} {r['p90_ms']:6.2f} {r['p99_ms']:7.2f} {r['errors']:4}"
+
+    cols = "  req/s   p50    p90     p99  err"
+    head = f"   c | modelhost{cols} | baseline {cols} | ratio"
+    for name, m in res["models"].items():
+        print(f"\n{name} (latency in ms)\n{head}")
+        for c in CONCURRENCIES:
+            a, b = m["modelhost"][str(c)], m["baseline"][str(c)]
+            print(f"{c:4} |          {row(a)} |         {row(b)} | {a['rps'] / b['rps']:4.2f}x")
+    print(f"\ncnn, OIP v2 JSON (/v2/models/cnn/infer), c=32: {row(res['oip_v2_cnn_c32'])}")
+    ceilings = {n: m["ceiling"] for n, m in res["models"].items()}
+    threads = ceilings["cnn"]["torch_threads"]
+    print(f"\nin-process ceiling, forward only, rows/s ({threads} torch threads)\nbatch |    cnn |    mlp")
+    for b in BATCH_SIZES:
+        print(f"{b:5} | " + " | ".join(f"{c['rows_per_s'][str(b)]:6.0f}" for c in ceilings.values()))
+    for n, c in ceilings.items():
+        print(f"{n}: single-row forward {c['single_row_forward_ms']:.3f} ms (median)")
+    print()
+    for t in res["targets"]:
+        print(f"{'PASS' if t['pass'] else 'FAIL'}  {t['target']}: {t['detail']}")
+
+
+def machine() -> dict[str, Any]:
+    cpu = re.findall(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text()) or ["unknown"]
+    mem_kb = int(re.findall(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text())[0])
+    software = f"python {sys.version.split()[0]}, torch {torch.__version__}"
+    return {"nproc": os.cpu_count(), "cpu": cpu[0], "ram_gib": round(mem_kb / 2**20, 1), "software": software}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10, help="seconds per load point (default 10)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 3 s points, a short ceiling")
+    args = parser.parse_args()
+    args.duration = min(args.duration, 3) if args.quick else args.duration
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds through the finally-blocks
+    wait_for_cnn()
+    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    res: dict[str, Any] = {"started_utc": started, "command": " ".join(sys.argv), "machine": machine()}
+    res["loadavg_before"] = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="modelhost-bench-") as tmp:
+        res |= bench(args, Path(tmp))
+    res["loadavg_after"] = os.getloadavg()
+    res["targets"] = targets(res)
+    report(res)
+    (results := BENCH / "results").mkdir(exist_ok=True)
+    for path in (results / f"serving-{started.replace(':', '')}.json", results / "serving-latest.json"):
+        path.write_text(json.dumps(res, indent=2) + "\n")
+    print(f"\nwrote {path.parent}/serving-{started.replace(':', '')}.json and serving-latest.json")
+
+
+if __name__ == "__main__":
+    main()

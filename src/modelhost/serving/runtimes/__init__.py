@@ -1,0 +1,49 @@
+"""Runtimes by name: what a deployment's ``runtime`` field selects.
+
+``load_runtime(kind, manifest, read_file)`` builds one; ``read_file(name)`` returns a file of
+the version directory (verified against its recorded sha256).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from modelhost.errors import InvalidInput, LoadFailed, NotFound
+from modelhost.registry.manifest import ONNX_FILE, WEIGHTS_FILE, Manifest
+from modelhost.serving.runtimes.base import Runtime
+
+ReadFile = Callable[[str], bytes]
+
+
+def _torch(manifest: Manifest, read_file: ReadFile) -> Runtime:
+    from modelhost.serving.runtimes.torch import TorchRuntime
+
+    if manifest.architecture == "onnx":
+        raise LoadFailed("this version is an imported ONNX graph; deploy it with runtime 'onnx'")
+    return TorchRuntime(manifest, read_file(WEIGHTS_FILE))
+
+
+def _onnx(manifest: Manifest, read_file: ReadFile) -> Runtime:
+    """The version's own model.onnx; a trained version without one is exported on load."""
+    from modelhost.registry.onnx_export import export_onnx
+    from modelhost.serving.runtimes.onnx import OnnxRuntime
+
+    try:
+        model = read_file(ONNX_FILE)
+    except NotFound:
+        model = export_onnx(manifest, read_file(WEIGHTS_FILE))
+    return OnnxRuntime(manifest, model)
+
+
+LOADERS: dict[str, Callable[[Manifest, ReadFile], Runtime]] = {"torch": _torch, "onnx": _onnx}
+
+
+def load_runtime(kind: str, manifest: Manifest, read_file: ReadFile) -> Runtime:
+    try:
+        loader = LOADERS[kind]
+    except KeyError:
+        raise InvalidInput(f"unknown runtime {kind!r}; known: {', '.join(LOADERS)}") from None
+    return loader(manifest, read_file)
+
+
+__all__ = ["LOADERS", "ReadFile", "Runtime", "load_runtime"]
