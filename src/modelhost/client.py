@@ -141,8 +141,19 @@ class Client:
             return self._call("POST", f"/api/v1/models/{name}/import", files=files)  # type: ignore[no-any-return]
 
     # --- deployments and inference
-    def deploy(self, name: str, model: str, version: int | None = None) -> dict[str, Any]:
-        return self._call("PUT", f"/api/v1/deployments/{name}", json={"model": model, "version": version})  # type: ignore[no-any-return]
+    def deploy(
+        self, name: str, model: str, version: int | str | None = None, **options: Any
+    ) -> dict[str, Any]:
+        """Create or update ``name``. ``version`` is a number or an alias (latest when None);
+        ``options`` are the other DeploySpec fields: traffic, shadow, runtime, replicas, batching."""
+        body = {"model": model, "version": version, **options}
+        return self._call("PUT", f"/api/v1/deployments/{name}", json=body)  # type: ignore[no-any-return]
+
+    def rollback(self, name: str) -> dict[str, Any]:
+        return self._call("POST", f"/api/v1/deployments/{name}/rollback")  # type: ignore[no-any-return]
+
+    def set_alias(self, model: str, alias: str, version: int) -> dict[str, int]:
+        return self._call("PUT", f"/api/v1/models/{model}/aliases/{alias}", json={"version": version})  # type: ignore[no-any-return]
 
     def list_deployments(self) -> list[dict[str, Any]]:
         return self._call("GET", "/api/v1/deployments")  # type: ignore[no-any-return]

@@ -69,7 +69,22 @@ def test_cli_lifecycle(server: Server, digits_split, tmp_path: Path) -> None:
     assert model["latest_version"] == 1 and model["versions"][0]["number"] == 1
 
     deployed = cli(server, "deploy", "digits-cli", "--model", "digits-cli")
-    assert "deployment 'digits-cli' -> digits-cli v1: ready" in deployed.stdout
+    assert "deployment 'digits-cli' -> digits-cli v1 100: ready" in deployed.stdout
+    split = cli(
+        server,
+        "deploy",
+        "digits-cli",
+        "--model",
+        "digits-cli",
+        "--traffic",
+        "1=90",
+        "--shadow",
+        "1",
+        ok=False,
+    )
+    assert split.returncode == 1 and "shadow version 1 also takes live traffic" in split.stderr
+    rolled = cli(server, "deployments", "rollback", "digits-cli", ok=False)
+    assert rolled.returncode == 1 and "no earlier state to roll back to" in rolled.stderr
     body = json.dumps({"instances": x_test[:100].tolist()})
     predictions = json.loads(cli(server, "predict", "digits-cli", "--json", body).stdout)["predictions"]
     assert (np.array(predictions) == y_test[:100]).mean() >= 0.9

@@ -93,13 +93,16 @@ NUMERIC_INPUTS = [
 
 @pytest.mark.parametrize("binary", [False, True])
 @pytest.mark.parametrize(("sig_type", "wire_type", "arr"), NUMERIC_INPUTS)
-def test_numeric_inputs_round_trip_as_float32(sig_type: str, wire_type: str, arr: np.ndarray, binary: bool):
+def test_numeric_inputs_arrive_as_the_signature_type(
+    sig_type: str, wire_type: str, arr: np.ndarray, binary: bool
+):
     body, length = _encode([_input("x", arr, wire_type, binary)])
     assert (length is not None) == binary
     req = _parse(body, length, _sig(sig_type))
     x = req.inputs["x"]
-    assert x.dtype == np.float32 and x.shape == arr.shape
-    np.testing.assert_array_equal(x, arr.astype(np.float32))
+    expected = {"INT64": np.int64, "INT32": np.int32, "BOOL": np.bool_}.get(sig_type, np.float32)
+    assert x.dtype == expected and x.shape == arr.shape
+    np.testing.assert_array_equal(x, arr.astype(expected))
     assert req.rows == arr.shape[0]
 
 

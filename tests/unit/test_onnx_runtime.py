@@ -197,21 +197,7 @@ def test_export_refuses_a_trace_that_does_not_hold_for_other_sizes(monkeypatch) 
         export_onnx(manifest, save({"scale": torch.ones(2)}))
 
 
-# The torch runtime casts every input to float32 (apply_preprocessing), so token-id models
-# fail there; strict xfail, so the day it passes this list must shrink.
-_TORCH_TAKES_NO_IDS = pytest.mark.xfail(
-    raises=RuntimeError, strict=True, reason="TorchRuntime feeds float32 to nn.Embedding"
-)
-
-
-@pytest.mark.parametrize(
-    "architecture",
-    [
-        pytest.param(a, marks=_TORCH_TAKES_NO_IDS) if ex.datatype == "INT64" else a
-        for a, ex in sorted(EXAMPLES.items())
-        if ex.classes is not None
-    ],
-)
+@pytest.mark.parametrize("architecture", [a for a, ex in sorted(EXAMPLES.items()) if ex.classes is not None])
 def test_onnx_runtime_matches_torch_runtime(architecture: str) -> None:
     manifest, weights = _version(architecture)
     onnx_rt = OnnxRuntime(manifest, export_onnx(manifest, weights))

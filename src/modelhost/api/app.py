@@ -85,7 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_upload_bytes=settings.max_upload_bytes,
     )
     app.add_middleware(AuthMiddleware, authenticator=app.state.authenticator)  # outermost: auth first
-    app.include_router(datasets.router, max_body_size=settings.max_upload_bytes + 64 * 1024)
-    for r in (health, runs, models, aliases, deployments, keys, inference, metrics):
+    for r in (datasets, models):  # uploads: the bigger limit (plus multipart framing)
+        app.include_router(r.router, max_body_size=settings.max_upload_bytes + 64 * 1024)
+    for r in (health, runs, aliases, deployments, keys, inference, metrics):
         app.include_router(r.router, max_body_size=settings.max_request_bytes)
     return app

@@ -9,7 +9,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from modelhost.api.errors import error_response
 from modelhost.errors import PayloadTooLarge
 
-UPLOAD_PATHS = frozenset({"/api/v1/datasets"})
+
+def is_upload(path: str) -> bool:
+    """Dataset uploads and model imports take the larger upload limit."""
+    return path == "/api/v1/datasets" or (path.startswith("/api/v1/models/") and path.endswith("/import"))
 
 
 class BodySizeMiddleware:
@@ -17,7 +20,7 @@ class BodySizeMiddleware:
         self.app, self.max_request, self.max_upload = app, max_request_bytes, max_upload_bytes
 
     def limit_for(self, path: str) -> int:
-        return self.max_upload if path in UPLOAD_PATHS else self.max_request
+        return self.max_upload if is_upload(path) else self.max_request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -182,19 +182,80 @@ def import_model(
 # --- deployments and prediction
 
 
+def _version_ref(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+def _traffic(value: str) -> list[dict[str, int | str | float]]:
+    """``1=90,2=10`` -> [{"version": 1, "weight": 90}, {"version": 2, "weight": 10}]."""
+    split: list[dict[str, int | str | float]] = []
+    for part in value.split(","):
+        ref, sep, weight = part.partition("=")
+        try:
+            split.append({"version": _version_ref(ref.strip()), "weight": float(weight)})
+        except ValueError:
+            raise InvalidInput(f"--traffic: {part!r} is not VERSION=WEIGHT (e.g. 1=90,2=10)") from None
+        if not sep:
+            raise InvalidInput(f"--traffic: {part!r} is not VERSION=WEIGHT (e.g. 1=90,2=10)")
+    return split
+
+
 def deploy(
     name: str,
     model: Annotated[str, typer.Option(help="Registered model to serve.")],
-    version: Annotated[int | None, typer.Option(help="Version number [default: latest].")] = None,
+    version: Annotated[str | None, typer.Option(help="Version number or alias [default: latest].")] = None,
+    traffic: Annotated[str | None, typer.Option(help="A split instead of --version: 1=90,2=10.")] = None,
+    shadow: Annotated[
+        str | None, typer.Option(help="Version or alias that gets a copy of every request.")
+    ] = None,
+    runtime: Annotated[str, typer.Option(help="torch or onnx.")] = "torch",
+    replicas: Annotated[int, typer.Option(help="Serving threads per version.")] = 1,
+    max_batch_size: Annotated[int, typer.Option(help="Most rows in one forward pass.")] = 64,
+    max_wait_ms: Annotated[float, typer.Option(help="How long a batch may wait for more requests.")] = 0.0,
+    max_queue: Annotated[int, typer.Option(help="Most waiting requests before 503.")] = 512,
+    timeout_ms: Annotated[float, typer.Option(help="Per-request deadline (504 after it).")] = 30_000,
     url: Url = None,
     api_key: Key = None,
 ) -> None:
-    """Deploy (or update) NAME to serve a model version."""
-    dep = _client(url, api_key).deploy(name, model, version)
-    console.print(f"deployment {dep['name']!r} -> {dep['model']} v{dep['version']}: {dep['state']}")
+    """Deploy (or update) NAME to serve a model version, a traffic split or a shadow."""
+    batching = {
+        "max_batch_size": max_batch_size,
+        "max_wait_ms": max_wait_ms,
+        "max_queue": max_queue,
+        "timeout_ms": timeout_ms,
+    }
+    dep = _client(url, api_key).deploy(
+        name,
+        model,
+        _version_ref(version) if version else None,
+        traffic=_traffic(traffic) if traffic else None,
+        shadow=_version_ref(shadow) if shadow else None,
+        runtime=runtime,
+        replicas=replicas,
+        batching=batching,
+    )
+    _show_deployment(dep)
+
+
+def _show_deployment(dep: dict[str, Any]) -> None:
+    split = ", ".join(f"v{t['version']} {t['weight']:g}" for t in dep["targets"])
+    shadow = f" (shadow v{dep['shadow']['version']})" if dep.get("shadow") else ""
+    console.print(f"deployment {dep['name']!r} -> {dep['model']} {split}{shadow}: {dep['state']}")
     if dep["state"] == "failed":
         console.print(f"[red]{dep['error']}[/red]")
         raise typer.Exit(1)
+
+
+@deployments.command("rollback")
+def deployments_rollback(name: str, url: Url = None, api_key: Key = None) -> None:
+    """Back to the deployment's state before its last change."""
+    _show_deployment(_client(url, api_key).rollback(name))
+
+
+@models.command("alias")
+def models_alias(model: str, alias: str, version: int, url: Url = None, api_key: Key = None) -> None:
+    """Point ALIAS (e.g. production) at VERSION; deployments that follow it move along."""
+    show_json(_client(url, api_key).set_alias(model, alias, version))
 
 
 @deployments.command("list")

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from modelhost.artifacts import ArtifactStore
+from modelhost.db import on_rollback
 from modelhost.errors import Conflict, NotFound
 from modelhost.names import check_name
 from modelhost.registry.manifest import MANIFEST_FILE, WEIGHTS_FILE, Manifest
@@ -111,30 +112,27 @@ def register_version(
     assert MANIFEST_FILE not in files, "modelhost.json is written from `manifest`"
     model_row = _get_or_create_model(s, model, manifest.task)
     prefix = f"models/{model}/{uuid.uuid4().hex}/"
-    try:
-        digests = {MANIFEST_FILE: store.put(prefix + MANIFEST_FILE, manifest.to_bytes()).sha256}
-        for name, data in files.items():
-            digests[name] = store.put(prefix + name, data).sha256
-        for _attempt in range(5):
-            row = ModelVersionRow(
-                model_id=model_row.id,
-                number=(_latest_number(s, model_row.id) or 0) + 1,
-                artifact_prefix=prefix,
-                files=digests,
-                manifest=manifest.model_dump(mode="json"),
-                run_id=run_id,
-                dataset_id=dataset_id,
-            )
-            try:
-                with s.begin_nested():
-                    s.add(row)
-                return _version(row, model)
-            except IntegrityError:  # another registration took this number; take the next
-                continue
-        raise Conflict(f"could not allocate a version number for {model!r}; retry")
-    except BaseException:
-        store.delete_prefix(prefix)
-        raise
+    on_rollback(s, lambda: store.delete_prefix(prefix))  # no bytes outlive a registration that did not land
+    digests = {MANIFEST_FILE: store.put(prefix + MANIFEST_FILE, manifest.to_bytes()).sha256}
+    for name, data in files.items():
+        digests[name] = store.put(prefix + name, data).sha256
+    for _attempt in range(5):
+        row = ModelVersionRow(
+            model_id=model_row.id,
+            number=(_latest_number(s, model_row.id) or 0) + 1,
+            artifact_prefix=prefix,
+            files=digests,
+            manifest=manifest.model_dump(mode="json"),
+            run_id=run_id,
+            dataset_id=dataset_id,
+        )
+        try:
+            with s.begin_nested():
+                s.add(row)
+            return _version(row, model)
+        except IntegrityError:  # another registration took this number; take the next
+            continue
+    raise Conflict(f"could not allocate a version number for {model!r}; retry")
 
 
 def list_models(s: Session) -> list[Model]:

@@ -73,7 +73,8 @@ def parse_infer_request(
     rows = _shared_rows(tensors)
     outputs = _requested_outputs(doc, signature)
     blobs = _binary_sections(tensors, view[split:])
-    inputs = {t.name: _decode(t, blobs.get(t.name)) for t in tensors}
+    declared = {spec.name: spec.datatype for spec in signature.inputs}
+    inputs = {t.name: _decode(t, blobs.get(t.name), declared[t.name]) for t in tensors}
     return InferRequest(_request_id(doc), _object(doc, "parameters", "'parameters'"), inputs, rows, outputs)
 
 
@@ -269,7 +270,9 @@ def _binary_sections(tensors: list[_Tensor], tail: memoryview) -> dict[str, memo
     return sections
 
 
-def _decode(t: _Tensor, blob: memoryview | None) -> np.ndarray:
+def _decode(t: _Tensor, blob: memoryview | None, target: str) -> np.ndarray:
+    """The tensor as an array of the signature's type: float32 for FP32/FP64 inputs (what
+    the models compute in), int64/int32 for INT ones (token ids stay exact), bool for BOOL."""
     if t.datatype == "BYTES":
         items = _split_bytes(t, blob) if blob is not None else [s.encode() for s in _json_values(t, str)]
         arr = np.empty(len(items), dtype=object)
@@ -280,8 +283,9 @@ def _decode(t: _Tensor, blob: memoryview | None) -> np.ndarray:
         values = raw != 0 if t.datatype == "BOOL" else raw
     else:
         values = _json_numbers(t)
+    dtype = {"INT64": np.int64, "INT32": np.int32, "BOOL": np.bool_}.get(target, np.float32)
     with np.errstate(over="ignore"):  # FP64 beyond float32 becomes inf, refused just below
-        x = np.asarray(values).astype(np.float32).reshape(t.shape)
+        x: np.ndarray = np.asarray(values).astype(dtype).reshape(t.shape)
     if t.datatype in _FLOATS and not np.isfinite(x).all():
         raise InvalidInput(f"input {t.name!r} contains NaN or infinity")
     return x

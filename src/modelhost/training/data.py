@@ -35,6 +35,8 @@ def _classes(values: list[str], kind: str) -> tuple[list[str], list[int] | list[
 
 def apply_preprocessing(p: Preprocessing, x: np.ndarray) -> np.ndarray:
     """The transform serving applies too, so training and serving never drift apart."""
+    if x.dtype.kind in "iub":  # token ids and flags pass through exactly
+        return x
     if p.kind == "standardize" and p.mean is not None and p.std is not None:
         return ((x - np.asarray(p.mean, np.float32)) / np.asarray(p.std, np.float32)).astype(np.float32)
     return x.astype(np.float32, copy=False)
