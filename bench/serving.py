@@ -293,21 +293,21 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
 
 def report(res: dict[str, Any]) -> None:
     def row(r: dict[str, Any]) -> str:
-        return f"{r['rps']:7.0f} {r['p50_ms']:6.2f} {r['p90_ms']:6.2f} {r['p99_ms']:7.2f} {r['errors']:4}"
+        return f"{r['rps']:7.0f} {r['p50_ms']:7.2f} {r['p90_ms']:7.2f} {r['p99_ms']:7.2f} {r['errors']:4}"
 
-    cols = "  req/s   p50    p90     p99  err"
-    head = f"   c | modelhost{cols} | baseline {cols} | ratio"
+    cols = f"{'req/s':>7} {'p50':>7} {'p90':>7} {'p99':>7} {'err':>4}"
+    head = f"   c | {'modelhost':9} {cols} | {'baseline':9} {cols} | ratio"
     for name, m in res["models"].items():
         print(f"\n{name} (latency in ms)\n{head}")
         for c in CONCURRENCIES:
             a, b = m["modelhost"][str(c)], m["baseline"][str(c)]
-            print(f"{c:4} |          {row(a)} |         {row(b)} | {a['rps'] / b['rps']:4.2f}x")
+            print(f"{c:4} | {'':9} {row(a)} | {'':9} {row(b)} | {a['rps'] / b['rps']:4.2f}x")
     print(f"\ncnn, OIP v2 JSON (/v2/models/cnn/infer), c=32: {row(res['oip_v2_cnn_c32'])}")
     ceilings = {n: m["ceiling"] for n, m in res["models"].items()}
     threads = ceilings["cnn"]["torch_threads"]
-    print(f"\nin-process ceiling, forward only, rows/s ({threads} torch threads)\nbatch |    cnn |    mlp")
+    print(f"\nforward-only ceiling, rows/s ({threads} torch threads)\nbatch |      cnn |      mlp")
     for b in BATCH_SIZES:
-        print(f"{b:5} | " + " | ".join(f"{c['rows_per_s'][str(b)]:6.0f}" for c in ceilings.values()))
+        print(f"{b:5} | " + " | ".join(f"{c['rows_per_s'][str(b)]:8.0f}" for c in ceilings.values()))
     for n, c in ceilings.items():
         print(f"{n}: single-row forward {c['single_row_forward_ms']:.3f} ms (median)")
     print()

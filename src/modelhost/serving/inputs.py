@@ -40,7 +40,8 @@ def instances_to_array(
         except ValueError:
             fast = None
         if fast is not None and fast.dtype.kind in "iuf" and fast.shape == (len(instances), width):
-            x = fast.astype(np.float32, copy=False)
+            with np.errstate(over="ignore"):
+                x = fast.astype(np.float32, copy=False)
             if np.isfinite(x).all():
                 return x
     if not isinstance(instances, list) or not instances:
@@ -62,7 +63,8 @@ def instances_to_array(
             bad = next(v for v in inst if not isinstance(v, int | float) or isinstance(v, bool))
             raise InvalidInput(f"instances[{i}]: {bad!r} is not a number")
         rows.append(inst)
-    x = np.asarray(rows, dtype=np.float32)
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused just below
+        x = np.asarray(rows, dtype=np.float32)
     if not np.isfinite(x).all():
         raise InvalidInput("instances contain NaN or infinity")
     return x
