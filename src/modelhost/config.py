@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     """Largest accepted request body outside dataset uploads."""
     max_instances: int = Field(10_000, ge=1)
     """Most instances in one prediction request."""
+    torch_threads: int | None = Field(None, ge=1, le=256)
+    """Intra-op threads of served models; default: cores - 1, so the event loop keeps one."""
     python: str | None = None
     """Interpreter that runs training workers; default the server's own."""
 

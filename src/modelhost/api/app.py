@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import functools
 import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import modelhost
 from modelhost.api.auth import AuthMiddleware
-from modelhost.api.dataplane import DataPlane
+from modelhost.api.dataplane import DataPlane, is_inference
 from modelhost.api.errors import install_error_handlers
 from modelhost.api.limits import BodySizeMiddleware
 from modelhost.api.routes import (
@@ -46,7 +49,29 @@ def bootstrap(settings: Settings, db: Database) -> CreatedKey | None:
         return ensure_admin_key(s, settings.admin_key.get_secret_value() if settings.admin_key else None)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+class ModelhostApp(FastAPI):
+    """FastAPI, with the inference routes served by a shorter chain: auth -> body size ->
+    data plane, skipping FastAPI's own middleware and routing (``api/dataplane.py``).
+    Every other request takes the full stack, which has the same auth and limits."""
+
+    fast_path: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fast_path is not None and scope["type"] == "http" and is_inference(scope):
+            await self.fast_path(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def _load_then_settle(manager: DeploymentManager) -> None:
+    """Load the deployments, then move everything alive so far (modules, models) out of the
+    garbage collector's sight: a full collection over that heap stalls requests for 100 ms."""
+    manager.load_all()
+    gc.collect()
+    gc.freeze()
+
+
+def create_app(settings: Settings | None = None) -> ModelhostApp:
     settings = settings or load_settings()
     db = Database(settings.resolved_database_url)
     store = open_artifacts(settings.resolved_artifacts_url, s3_endpoint_url=settings.s3_endpoint_url)
@@ -60,12 +85,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.executor.resume()
         app.state.ready = True
         # Deployments load in the background; /v2/health/ready answers 200 once all are done.
-        threading.Thread(target=manager.load_all, name="load-deployments", daemon=True).start()
+        threading.Thread(
+            target=_load_then_settle, args=(manager,), name="load-deployments", daemon=True
+        ).start()
         yield
         await manager.close()
         db.dispose()
 
-    app = FastAPI(
+    app = ModelhostApp(
         title="modelhost",
         version=modelhost.__version__,
         lifespan=lifespan,
@@ -78,13 +105,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.inference = InferenceService(manager, settings.max_instances)
     app.state.ready = False
     install_error_handlers(app)
+    limits = {"max_request_bytes": settings.max_request_bytes, "max_upload_bytes": settings.max_upload_bytes}
     app.add_middleware(DataPlane, service=app.state.inference, max_body_bytes=settings.max_request_bytes)
-    app.add_middleware(
-        BodySizeMiddleware,
-        max_request_bytes=settings.max_request_bytes,
-        max_upload_bytes=settings.max_upload_bytes,
-    )
+    app.add_middleware(BodySizeMiddleware, **limits)
     app.add_middleware(AuthMiddleware, authenticator=app.state.authenticator)  # outermost: auth first
+    full_stack = functools.partial(FastAPI.__call__, app)  # for paths the pre-check let through
+    dataplane = DataPlane(full_stack, app.state.inference, settings.max_request_bytes)
+    app.fast_path = AuthMiddleware(BodySizeMiddleware(dataplane, **limits), app.state.authenticator)
     for r in (datasets, models):  # uploads: the bigger limit (plus multipart framing)
         app.include_router(r.router, max_body_size=settings.max_upload_bytes + 64 * 1024)
     for r in (health, runs, aliases, deployments, keys, inference, metrics):

@@ -13,6 +13,7 @@ the batch queue before it is computed.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -21,7 +22,14 @@ from modelhost.api.errors import error_response
 from modelhost.errors import InvalidInput, PayloadTooLarge, PlatformError
 from modelhost.serving.inference import InferenceService
 
+log = logging.getLogger("modelhost.api")
 Handler = Callable[[bytes, int | None], Awaitable[tuple[bytes, dict[str, str]]]]
+
+
+def is_inference(scope: Scope) -> bool:
+    """Cheap pre-check: could this request be one the fast path serves?"""
+    path: str = scope["path"]
+    return scope["method"] == "POST" and (path.endswith(":predict") or path.endswith("/infer"))
 
 
 def match(path: str, service: InferenceService) -> Handler | None:
@@ -83,6 +91,12 @@ class DataPlane:
             return  # the client left: nobody to answer
         except PlatformError as e:
             await error_response(scope["path"], e)(scope, receive, send)
+            return
+        except Exception:  # outside FastAPI's error middleware: answer 500 ourselves
+            log.exception("unhandled error on %s", scope["path"])
+            await error_response(scope["path"], PlatformError("internal error; see the server log"))(
+                scope, receive, send
+            )
             return
         raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
         raw_headers.append((b"content-length", str(len(payload)).encode()))

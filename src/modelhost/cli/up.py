@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 import uvicorn
@@ -57,9 +58,20 @@ def serve(settings: Settings, demo: bool = False) -> None:
             "binding %s: modelhost speaks plain HTTP; put TLS in front of it before exposing it",
             settings.host,
         )
+    from modelhost.serving.runtimes.torch import set_threads
+
+    set_threads(settings.torch_threads or max(1, (os.cpu_count() or 2) - 1))
     app = create_app(settings)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level="warning", access_log=False
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        proxy_headers=False,  # X-Forwarded-* from clients is not trusted by default
+        server_header=False,
+        log_level="warning",
+        access_log=False,
     )
     server = uvicorn.Server(config)
     threading.Thread(target=_announce, args=(app, server, settings, demo), daemon=True).start()

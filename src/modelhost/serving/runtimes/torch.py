@@ -14,6 +14,11 @@ from modelhost.serving.runtimes.outputs import classifier_outputs
 from modelhost.training.data import apply_preprocessing
 
 
+def set_threads(n: int) -> None:
+    """Intra-op threads for every served model in this process (torch's setting is global)."""
+    torch.set_num_threads(n)
+
+
 class TorchRuntime(Runtime):
     """Weights from safetensors (never pickle) in the architecture the manifest names."""
 
