@@ -42,6 +42,7 @@ BENCH = Path(__file__).resolve().parent
 ADMIN_KEY = "mh_bench_admin_key_0123456789abcdefghijklmnopqrstuvwxyz"
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 CONCURRENCIES = (1, 8, 32, 128)
+SERVER_THREADS = max(1, (os.cpu_count() or 2) - 1)  # modelhost's default: the event loop keeps a core
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 BATCHING = {"max_batch_size": 64, "max_wait_ms": 0}
 TO_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
@@ -107,7 +108,8 @@ def register(home: Path, spec: ModelSpec, weights: Path) -> None:
 @torch.inference_mode()
 def ceiling(spec: ModelSpec, weights: Path, seconds: float) -> dict[str, Any]:
     """Forward-only rows/s per batch size and the median single-row forward time, at the
-    thread count a fresh process gets (the server sets none, so it gets the same)."""
+    thread count the server's models use (SERVER_THREADS, passed to it as MODELHOST_TORCH_THREADS)."""
+    torch.set_num_threads(SERVER_THREADS)
     model = build(spec, weights)
     times = {b: call_times(model, torch.rand(b, spec.features), seconds) for b in BATCH_SIZES}
     rates = {b: b * len(t) / sum(t) for b, t in times.items()}
@@ -162,7 +164,9 @@ def running(cmd: list[str], env: dict[str, str], log: Path, health: str) -> Iter
 
 def modelhost(home: Path, workdir: Path) -> contextlib.AbstractContextManager[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELHOST_")}
-    env.update(MODELHOST_HOME=str(home), MODELHOST_ADMIN_KEY=ADMIN_KEY)
+    env.update(
+        MODELHOST_HOME=str(home), MODELHOST_ADMIN_KEY=ADMIN_KEY, MODELHOST_TORCH_THREADS=str(SERVER_THREADS)
+    )
     cmd = [sys.executable, "-m", "modelhost.cli", "up", "--port", "PORT"]
     return running(cmd, env, workdir / "modelhost.log", "/v2/health/ready")
 
