@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import fcntl
 import inspect
 import json
 import os
@@ -26,7 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import numpy as np
@@ -35,6 +36,7 @@ from safetensors.torch import load_file, save_file
 
 from modelhost.artifacts import open_artifacts
 from modelhost.db import Database
+from modelhost.nn import build_model
 from modelhost.registry.manifest import WEIGHTS_FILE, Manifest, Preprocessing, Signature, TensorSpec
 from modelhost.registry.service import register_version
 
@@ -64,19 +66,7 @@ MODELS = (
 )
 
 
-def wait_for_cnn(timeout_s: float = 1200, poll_s: float = 30) -> None:
-    """The CNN architecture is being written concurrently: poll until it imports."""
-    probe = [sys.executable, "-c", "from modelhost.nn import ARCHITECTURES; assert 'cnn' in ARCHITECTURES"]
-    deadline = time.monotonic() + timeout_s
-    while subprocess.run(probe, capture_output=True).returncode != 0:
-        if time.monotonic() > deadline:
-            sys.exit("modelhost.nn has no 'cnn' architecture after 20 minutes")
-        print("waiting for modelhost.nn.cnn ...", flush=True)
-        time.sleep(poll_s)
-
-
 def build(spec: ModelSpec, weights: Path | None = None) -> torch.nn.Module:
-    from modelhost.nn import build_model  # imported late: the CNN may not exist at import time
 
     torch.manual_seed(0)
     model = build_model(spec.name, spec.config)
@@ -134,8 +124,7 @@ def call_times(model: torch.nn.Module, x: torch.Tensor, seconds: float) -> list[
 
 @contextlib.contextmanager
 def running(cmd: list[str], env: dict[str, str], log: Path, health: str) -> Iterator[str]:
-    """Start ``cmd`` with "PORT" replaced by a free port, poll ``health`` until it answers 200
-    (never a fixed sleep), yield the base URL, and always stop the process: SIGINT, then SIGKILL."""
+    """Run ``cmd`` ("PORT": a free port) until ``health`` answers 200, yield its URL; always stop it."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = str(sock.getsockname()[1])
@@ -164,9 +153,8 @@ def running(cmd: list[str], env: dict[str, str], log: Path, health: str) -> Iter
 
 def modelhost(home: Path, workdir: Path) -> contextlib.AbstractContextManager[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELHOST_")}
-    env.update(
-        MODELHOST_HOME=str(home), MODELHOST_ADMIN_KEY=ADMIN_KEY, MODELHOST_TORCH_THREADS=str(SERVER_THREADS)
-    )
+    env.update(MODELHOST_HOME=str(home), MODELHOST_ADMIN_KEY=ADMIN_KEY)
+    env["MODELHOST_TORCH_THREADS"] = str(SERVER_THREADS)
     cmd = [sys.executable, "-m", "modelhost.cli", "up", "--port", "PORT"]
     return running(cmd, env, workdir / "modelhost.log", "/v2/health/ready")
 
@@ -178,8 +166,7 @@ def baseline(spec: ModelSpec, weights: Path, workdir: Path) -> contextlib.Abstra
 
 
 def instance(spec: ModelSpec) -> list[float]:
-    """One realistic row: an MNIST-like image (about 80% blank pixels, the rest in [0, 1),
-    3 decimals) or standardized tabular features (4 decimals)."""
+    """One realistic row: an MNIST-like image (80% blank pixels) or standardized features."""
     rng, n = np.random.default_rng(1), spec.features
     if spec.name == "cnn":
         return [float(v) for v in np.where(rng.random(n) < 0.8, 0.0, rng.random(n).round(3))]
@@ -248,7 +235,6 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     for s in MODELS:
         save_file({k: v.contiguous() for k, v in build(s).state_dict().items()}, str(weights[s.name]))
         register(home, s, weights[s.name])
-    print("in-process ceiling ...", flush=True)
     ceilings = {s.name: ceiling(s, weights[s.name], 0.3 if args.quick else 2.0) for s in MODELS}
     with contextlib.ExitStack() as stack:
         mh, targets = stack.enter_context(modelhost(home, workdir)), {}
@@ -326,6 +312,17 @@ def machine() -> dict[str, Any]:
     return {"nproc": os.cpu_count(), "cpu": cpu[0], "ram_gib": round(mem_kb / 2**20, 1), "software": software}
 
 
+def one_at_a_time() -> IO[str]:
+    """Two runs on one small machine measure each other: wait until no other run holds the lock."""
+    lock = (Path(tempfile.gettempdir()) / "modelhost-bench-serving.lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print("another bench/serving.py run is going; waiting for it to end ...", flush=True)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    return lock
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10, help="seconds per load point (default 10)")
@@ -333,13 +330,12 @@ def main() -> None:
     args = parser.parse_args()
     args.duration = min(args.duration, 3) if args.quick else args.duration
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds through the finally-blocks
-    wait_for_cnn()
-    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    res: dict[str, Any] = {"started_utc": started, "command": " ".join(sys.argv), "machine": machine()}
-    res["loadavg_before"] = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="modelhost-bench-") as tmp:
+    with one_at_a_time(), tempfile.TemporaryDirectory(prefix="modelhost-bench-") as tmp:
+        started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        res: dict[str, Any] = {"started_utc": started, "command": " ".join(sys.argv), "machine": machine()}
+        res["loadavg_before"] = os.getloadavg()
         res |= bench(args, Path(tmp))
-    res["loadavg_after"] = os.getloadavg()
+        res["loadavg_after"] = os.getloadavg()
     res["targets"] = targets(res)
     report(res)
     (results := BENCH / "results").mkdir(exist_ok=True)
