@@ -1,13 +1,40 @@
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
+import httpx
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
 from modelhost.datasets.formats import to_csv
-from tests.servers import Server, start_server
+from tests.servers import ADMIN_KEY, Server, start_server
+
+
+@pytest.fixture(scope="module")
+def http(server: Server) -> Iterator[httpx.Client]:
+    """An admin client of the module's server."""
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=60) as c:
+        yield c
+
+
+def train_digits(http: httpx.Client, csv: bytes, **overrides: object) -> dict:
+    """Upload the digits CSV as ``digits-upload`` and train DIGITS_SPEC (with overrides) on it;
+    returns the finished run, which must have succeeded."""
+    r = http.post(
+        "/api/v1/datasets", data={"name": "digits-upload"}, files={"file": ("digits.csv", csv, "text/csv")}
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["num_rows"] == 1497 and len(r.json()["columns"]) == 65
+    r = http.post("/api/v1/runs", json={**DIGITS_SPEC, **overrides})
+    assert r.status_code == 201, r.text
+    deadline = time.monotonic() + 240
+    while (run := http.get(f"/api/v1/runs/{r.json()['id']}").json())["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, f"run still {run['status']}"
+        time.sleep(0.2)
+    assert run["status"] == "succeeded", run["error"]
+    return run
 
 
 @pytest.fixture(scope="module")

@@ -2,40 +2,19 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import numpy as np
 import pytest
 
-from tests.e2e.conftest import DIGITS_SPEC
+from tests.e2e.conftest import DIGITS_SPEC, train_digits
 from tests.servers import ADMIN_KEY, Server
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def http(server: Server) -> httpx.Client:
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=60) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def deployed(http: httpx.Client, digits_split) -> dict:
-    csv, _, _ = digits_split
-    r = http.post(
-        "/api/v1/datasets", data={"name": "digits-upload"}, files={"file": ("digits.csv", csv, "text/csv")}
-    )
-    assert r.status_code == 201, r.text
-    assert r.json()["num_rows"] == 1497 and len(r.json()["columns"]) == 65
-    r = http.post("/api/v1/runs", json=DIGITS_SPEC)
-    assert r.status_code == 201, r.text
-    run_id = r.json()["id"]
-    deadline = time.monotonic() + 240
-    while (run := http.get(f"/api/v1/runs/{run_id}").json())["status"] in ("queued", "running"):
-        assert time.monotonic() < deadline, f"run still {run['status']}"
-        time.sleep(0.2)
-    assert run["status"] == "succeeded", run["error"]
+    run = train_digits(http, digits_split[0])
     r = http.put("/api/v1/deployments/digits-e2e", json={"model": "digits-mlp"})
     assert r.status_code == 201, r.text  # created
     return {"run": run, "deployment": r.json()}

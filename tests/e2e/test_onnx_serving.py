@@ -4,42 +4,23 @@ answers the same, and an external ONNX file imported with the CLI serves its own
 from __future__ import annotations
 
 import pickle
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.e2e.conftest import DIGITS_SPEC
+from tests.e2e.conftest import train_digits
 from tests.e2e.test_cli_flow import cli
-from tests.servers import ADMIN_KEY, Server
+from tests.servers import Server
 from tests.unit.test_onnx_runtime import tiny_graph
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def http(server: Server) -> httpx.Client:
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=60) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def trained(http: httpx.Client, digits_split) -> None:
-    csv, _, _ = digits_split
-    r = http.post(
-        "/api/v1/datasets", data={"name": "digits-upload"}, files={"file": ("digits.csv", csv, "text/csv")}
-    )
-    assert r.status_code == 201, r.text
-    r = http.post("/api/v1/runs", json=DIGITS_SPEC)
-    assert r.status_code == 201, r.text
-    run_id = r.json()["id"]
-    deadline = time.monotonic() + 240
-    while (run := http.get(f"/api/v1/runs/{run_id}").json())["status"] in ("queued", "running"):
-        assert time.monotonic() < deadline, f"run still {run['status']}"
-        time.sleep(0.2)
-    assert run["status"] == "succeeded", run["error"]
+    train_digits(http, digits_split[0])
 
 
 def _deploy(http: httpx.Client, name: str, model: str, runtime: str) -> httpx.Response:

@@ -11,22 +11,16 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import DIGITS_SPEC
+from tests.e2e.conftest import train_digits
 from tests.servers import ADMIN_KEY, Server
 
 pytestmark = pytest.mark.slow
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
-@pytest.fixture(scope="module")
-def http(server: Server, digits_split) -> httpx.Client:
-    with httpx.Client(base_url=server.url, headers=AUTH, timeout=60) as c:
-        csv, _, _ = digits_split
-        c.post("/api/v1/datasets", data={"name": "digits-upload"}, files={"file": ("d.csv", csv, "text/csv")})
-        run = c.post("/api/v1/runs", json={**DIGITS_SPEC, "epochs": 2}).json()
-        while c.get(f"/api/v1/runs/{run['id']}").json()["status"] in ("queued", "running"):
-            pass  # a 2-epoch run takes a few seconds; each poll is a real request
-        yield c
+@pytest.fixture(scope="module", autouse=True)
+def trained(http: httpx.Client, digits_split) -> None:
+    train_digits(http, digits_split[0], epochs=2)
 
 
 def deploy(http: httpx.Client, name: str, **batching) -> dict:
