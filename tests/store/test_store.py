@@ -52,7 +52,7 @@ from modelhost.registry.service import (
     get_version,
     list_models,
     list_versions,
-    read_weights,
+    read_version_file,
     register_version,
 )
 from modelhost.serving.service import (
@@ -555,7 +555,7 @@ def test_version_files_are_recorded_with_their_sha256(db, store, weights):
     }
     assert Manifest.model_validate_json(store.get(prefix + MANIFEST_FILE)) == manifest()
     with db.session() as s:
-        assert read_weights(s, store, version) == weights
+        assert read_version_file(s, store, version, WEIGHTS_FILE) == weights
 
 
 def test_read_weights_refuses_tampered_bytes(db, store, weights):
@@ -567,7 +567,7 @@ def test_read_weights_refuses_tampered_bytes(db, store, weights):
     path.write_bytes(bytes(tampered))
 
     with pytest.raises(ArtifactCorrupted, match=WEIGHTS_FILE), db.session() as s:
-        read_weights(s, store, version)
+        read_version_file(s, store, version, WEIGHTS_FILE)
 
 
 def test_task_mismatch_conflicts_and_stores_nothing(db, store, weights):
@@ -595,7 +595,7 @@ def test_failed_registration_leaves_no_artifacts(db, store, weights):
     assert store.list("models/fresh/") == []
     with db.session() as s:
         assert [v.number for v in list_versions(s, "iris")] == [1]
-        assert read_weights(s, store, get_version(s, "iris")) == weights
+        assert read_version_file(s, store, get_version(s, "iris"), WEIGHTS_FILE) == weights
 
 
 def test_failed_first_registration_leaves_no_model(db, store, weights):

@@ -5,7 +5,7 @@ import pytest
 
 from modelhost.errors import InvalidInput
 from modelhost.registry.manifest import Signature, TensorSpec
-from modelhost.serving.inputs import instances_to_array, tensor_to_array
+from modelhost.serving.inputs import instances_to_array
 
 SIG = Signature(
     inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, 3])],
@@ -41,30 +41,3 @@ def test_bad_instances_are_named(instances: object, message: str, may_hold_bools
     with pytest.raises(InvalidInput) as e:
         instances_to_array(instances, SIG, max_instances=10, may_hold_bools=may_hold_bools)
     assert e.value.message == message
-
-
-def test_tensor_accepts_flat_and_nested_data_of_numeric_types() -> None:
-    flat = tensor_to_array("input", "INT64", [2, 3], [1, 2, 3, 4, 5, 6], SIG, 10)
-    nested = tensor_to_array("input", "FP64", [2, 3], [[1, 2, 3], [4, 5, 6]], SIG, 10)
-    assert flat.dtype == nested.dtype == np.float32
-    assert flat.tolist() == nested.tolist() == [[1, 2, 3], [4, 5, 6]]
-
-
-@pytest.mark.parametrize(
-    ("name", "datatype", "shape", "data", "message"),
-    [
-        ("pixels", "FP32", [1, 3], [1, 2, 3], "unknown input 'pixels'; the model takes input"),
-        ("input", "BYTES", [1, 3], ["a", "b", "c"], "input 'input': datatype BYTES is not supported here"),
-        ("input", "FP32", [3], [1, 2, 3], "input 'input': shape [3] does not match the expected [-1, 3]"),
-        ("input", "FP32", [1, 4], [1, 2, 3, 4], "shape [1, 4] does not match the expected [-1, 3]"),
-        ("input", "FP32", [0, 3], [], "shape [0, 3] has an empty dimension"),
-        ("input", "FP32", [2, 3], [1, 2, 3], "shape [2, 3] needs 6 values, got 3"),
-        ("input", "INT32", [1, 3], [1, 2.5, 3], "data is not all INT32"),
-        ("input", "FP32", [1, 3], [1, "2", 3], "data is not all FP32"),
-        ("input", "FP32", [11, 3], [0] * 33, "batch of 11; at most 10 per request"),
-    ],
-)
-def test_bad_tensors_are_named(name, datatype, shape, data, message) -> None:
-    with pytest.raises(InvalidInput) as e:
-        tensor_to_array(name, datatype, shape, data, SIG, 10)
-    assert message in e.value.message

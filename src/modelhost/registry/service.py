@@ -16,7 +16,7 @@ from modelhost.artifacts import ArtifactStore
 from modelhost.db import on_rollback
 from modelhost.errors import Conflict, NotFound
 from modelhost.names import check_name
-from modelhost.registry.manifest import MANIFEST_FILE, WEIGHTS_FILE, Manifest
+from modelhost.registry.manifest import MANIFEST_FILE, Manifest
 from modelhost.registry.tables import ModelRow, ModelVersionRow
 
 
@@ -176,8 +176,3 @@ def read_version_file(s: Session, store: ArtifactStore, version: ModelVersion, n
     if name not in row.files:
         raise NotFound(f"model {version.model!r} version {version.number} has no file {name!r}")
     return store.get(row.artifact_prefix + name, expected_sha256=row.files[name])
-
-
-def read_weights(s: Session, store: ArtifactStore, version: ModelVersion) -> bytes:
-    """The version's safetensors bytes, verified against the sha256 recorded at registration."""
-    return read_version_file(s, store, version, WEIGHTS_FILE)
