@@ -145,8 +145,13 @@ class TabularPreprocessing(_State):
 
     def transform(self, rows: np.ndarray | Sequence[Any]) -> np.ndarray:
         """``rows``: an (N, len(features)) array (float, int, or object when text columns
-        exist) or a list of ``{column: value}`` dicts. Returns (N, out_features) float32."""
+        exist) or a list of ``{column: value}`` dicts. Returns (N, out_features) float32.
+        Numbers only: any (..., len(features)) array, such as (N, T, F) sequences, keeps its
+        leading axes (a sequence model's features were fitted over every step)."""
         if isinstance(rows, np.ndarray) and rows.dtype.kind in "iuf" and self._all_numeric:
+            if rows.ndim > 2 and rows.shape[-1] == len(self.columns):
+                flat = self.transform(rows.reshape(-1, rows.shape[-1]))
+                return flat.reshape(*rows.shape[:-1], self.out_features)
             x = self._shaped(rows).astype(np.float64)
             if np.isfinite(x).all():  # the fast path; otherwise the per-column one names the column
                 center, scale = self._affine

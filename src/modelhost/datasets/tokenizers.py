@@ -17,6 +17,7 @@ end-of-sequence id (``tokenizers`` would match it as a special token; that is sw
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -146,15 +147,19 @@ class TextPreprocessing(BaseModel):
     def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
         """(N, max_length) int64: each text's ids, truncated to ``max_length``, then ``<pad>``."""
         batch = _texts(texts, "texts")
-        out = np.full((len(batch), self.max_length), PAD_ID, dtype=np.int64)
-        if self._bpe is not None:
-            with _valid_unicode():
-                rows: list[Any] = [e.ids for e in self._bpe.encode_batch(batch, add_special_tokens=False)]
+        if self._bpe is None:  # a char token is a code point: cutting the str truncates, one lookup for all
+            cut = [t[: self.max_length] for t in batch]
+            lengths = np.array([len(t) for t in cut], dtype=np.int64)
+            ids = self._char_ids("".join(cut))
         else:
-            rows = [self._encode_array(t) for t in batch]
-        for i, ids in enumerate(rows):
-            ids = ids[: self.max_length]
-            out[i, : len(ids)] = ids
+            with _valid_unicode():
+                rows = [
+                    e.ids[: self.max_length] for e in self._bpe.encode_batch(batch, add_special_tokens=False)
+                ]
+            lengths = np.array([len(r) for r in rows], dtype=np.int64)
+            ids = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
+        out = np.full((len(batch), self.max_length), PAD_ID, dtype=np.int64)
+        out[np.arange(self.max_length) < lengths[:, None]] = ids  # a boolean mask fills row by row
         return out
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
@@ -207,6 +212,9 @@ class TextPreprocessing(BaseModel):
         if self._bpe is not None:
             with _valid_unicode():
                 return np.asarray(self._bpe.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+        return self._char_ids(text)
+
+    def _char_ids(self, text: str) -> np.ndarray:
         # surrogatepass: a lone surrogate (valid in JSON strings) is a code point like any other
         points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
         pos = np.minimum(np.searchsorted(self._codes, points), len(self._codes) - 1)

@@ -185,3 +185,17 @@ def test_oip_bytes_cells_work_for_both_column_kinds():
     np.testing.assert_array_equal(as_bytes, p.transform(np.array([[35.0, "green", "L"]], dtype=object)))
     with pytest.raises(InvalidInput, match=r"column 'size': not valid UTF-8 \(row 0\)"):
         p.transform(np.array([[b"35", b"red", b"\xff"]], dtype=object))
+
+
+def test_numeric_sequences_keep_their_leading_axes():
+    """(N, T, F) sequences: fitted over every step, scaled feature by feature, shape kept."""
+    rng = np.random.default_rng(0)
+    seqs = rng.normal(3.0, 2.0, (5, 7, 2))
+    flat = seqs.reshape(-1, 2)
+    p = TabularPreprocessing.fit({"a": flat[:, 0], "b": flat[:, 1]}, numeric=["a", "b"])
+    out = p.transform(seqs)
+    assert out.shape == (5, 7, 2) and out.dtype == np.float32
+    np.testing.assert_array_equal(out, p.transform(flat).reshape(5, 7, 2))
+    np.testing.assert_allclose(out.reshape(-1, 2).mean(axis=0), 0.0, atol=1e-6)
+    with pytest.raises(InvalidInput, match=r"expected shape \(N, 2\)"):
+        p.transform(seqs[..., :1])

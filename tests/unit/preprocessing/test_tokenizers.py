@@ -94,6 +94,10 @@ def test_encode_batch_pads_and_truncates(char, bpe):
         np.testing.assert_array_equal(out[1], [PAD_ID] * 8)
         np.testing.assert_array_equal(out[2], t.encode(SEEN)[:8])  # truncated on the right
         assert t.decode(out[0]) == "the"
+        assert t.encode_batch([]).shape == (0, 8)
+        many = [SEEN[i:] for i in range(len(SEEN))]  # every length, emoji cut mid-sequence included
+        expected = [(t.encode(m) + [PAD_ID] * 8)[:8] for m in many]
+        np.testing.assert_array_equal(t.encode_batch(many), expected)
 
 
 @pytest.mark.parametrize("kind", ["char", "bpe"])
