@@ -1,4 +1,4 @@
-"""Runs that end badly: cancelled mid-training, a worker killed with SIGKILL, bad data.
+"""Runs that end badly: cancelled mid-training, workers killed with SIGKILL, bad data.
 Each ends in the store with the right status and a reason, never hung."""
 
 from __future__ import annotations
@@ -42,12 +42,17 @@ def test_cancel_stops_a_running_run_within_seconds(http: httpx.Client) -> None:
     assert http.post(f"/api/v1/runs/{run_id}/cancel").status_code == 409
 
 
-def test_killed_worker_fails_its_run_with_a_reason(http: httpx.Client) -> None:
+def test_a_run_whose_worker_is_killed_every_attempt_fails_with_a_reason(http: httpx.Client) -> None:
     run_id = http.post("/api/v1/runs", json=SLOW_SPEC).json()["id"]
-    run = wait_for(http, run_id, lambda r: r["status"] == "running" and r["step"] > 0)
-    os.kill(run["worker_pid"], signal.SIGKILL)
-    run = wait_for(http, run_id, lambda r: r["status"] != "running", timeout=10)
-    assert run["status"] == "failed" and "worker exited with code -9" in run["error"]
+    pids = []
+    for attempt in (1, 2, 3):  # each kill hands the run to a new worker, up to 3 attempts
+        run = wait_for(http, run_id, lambda r, n=attempt: r["status"] == "running" and r["attempt"] == n)
+        pids.append(run["worker_pid"])
+        os.kill(run["worker_pid"], signal.SIGKILL)
+    run = wait_for(http, run_id, lambda r: r["status"] not in ("queued", "running"), timeout=10)
+    assert run["status"] == "failed" and run["error"].startswith("worker lost 3 times; last seen ")
+    assert f"(worker process {pids[-1]} on " in run["error"] and run["error"].endswith(" is gone)")
+    assert len(set(pids)) == 3
 
 
 def test_diverging_loss_fails_the_run_naming_the_cause(http: httpx.Client) -> None:

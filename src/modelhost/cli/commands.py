@@ -1,5 +1,6 @@
 """Resource commands: datasets, train, runs, models, import, deploy, deployments, predict, keys.
-Each is a thin call to the Python client, which speaks the public HTTP API."""
+Each is a thin call to the Python client, which speaks the public HTTP API; ``worker`` is a
+role like ``up``: it talks to the database and the artifact store."""
 
 from __future__ import annotations
 
@@ -120,7 +121,7 @@ def _report(client: Client, run: dict[str, object]) -> None:
 def runs_list(status: str | None = None, url: Url = None, api_key: Key = None) -> None:
     show_table(
         _client(url, api_key).list_runs(status),
-        ["id", "name", "status", "model_name", "step", "total_steps", "created_at", "error"],
+        ["id", "name", "status", "attempt", "model_name", "step", "total_steps", "created_at", "error"],
     )
 
 
@@ -146,6 +147,37 @@ def runs_cancel(run_id: int, url: Url = None, api_key: Key = None) -> None:
     console.print(
         f"run {run_id}: {run['status']}" + (" (cancel requested)" if run["status"] == "running" else "")
     )
+
+
+def worker(
+    once: Annotated[bool, typer.Option(help="Take at most one queued run, then exit.")] = False,
+    poll: Annotated[float | None, typer.Option(help="Seconds between looks at an empty queue [2].")] = None,
+    lease: Annotated[
+        float | None, typer.Option(help="Seconds a claim holds without a heartbeat [30].")
+    ] = None,
+    heartbeat: Annotated[float | None, typer.Option(help="Seconds between heartbeats [5].")] = None,
+    max_attempts: Annotated[int | None, typer.Option(help="Attempts before a lost run fails [3].")] = None,
+) -> None:
+    """Run queued training runs, one at a time, until stopped (SIGTERM or Ctrl-C hands the
+    current run back to the queue). Any host that shares the server's database and artifact
+    store (MODELHOST_DATABASE_URL, MODELHOST_ARTIFACTS_URL) can run workers; the server
+    migrates the database, so start it first."""
+    import logging
+    import threading
+
+    from modelhost.training.queue import QueueOptions
+    from modelhost.training.worker import open_stores, stop_on_signals, work
+
+    options = QueueOptions.parse(poll_s=poll, lease_s=lease, heartbeat_s=heartbeat, max_attempts=max_attempts)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    shutdown = threading.Event()
+    stop_on_signals(shutdown)
+    db, store = open_stores()
+    try:
+        taken = work(db, store, options, once=once, shutdown=shutdown)
+    finally:
+        db.dispose()
+    console.print(f"worker stopped after {taken} run(s)")
 
 
 # --- registry

@@ -29,6 +29,7 @@ app.command()(commands.train)
 app.command("import")(commands.import_model)
 app.command()(commands.deploy)
 app.command()(commands.predict)
+app.command()(commands.worker)
 
 
 @app.command()

@@ -1,9 +1,13 @@
 """Training runs: submit, list, show, cancel, metrics and logs; and the calls a worker makes
-(claim, progress, metrics, finish). The run's state lives only in the store."""
+(claim, progress, metrics, finish). The run's state lives only in the store; the queue
+around it (claim the next run, heartbeats, the reaper) is training/queue.py."""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import secrets
+import socket
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -11,7 +15,7 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from modelhost.datasets.service import get_dataset
-from modelhost.db import utcnow
+from modelhost.db import UTCDateTime, utcnow
 from modelhost.errors import Conflict, InvalidInput, NotFound
 from modelhost.training.spec import TrainSpec
 from modelhost.training.tables import MetricRow, RunLogRow, RunRow
@@ -31,6 +35,10 @@ class Run(BaseModel):
     error: str | None
     cancel_requested: bool
     worker_pid: int | None
+    attempt: int
+    worker_id: str | None
+    heartbeat_at: dt.datetime | None
+    lease_expires_at: dt.datetime | None
     step: int
     total_steps: int
     created_at: dt.datetime
@@ -140,27 +148,62 @@ def get_logs(s: Session, run_id: int, after: int = 0, limit: int = 1000) -> list
 # --- worker side -------------------------------------------------------------------------
 
 
-def claim_run(s: Session, run_id: int, pid: int) -> bool:
-    """Atomically move a queued run to running; False if another worker has it or it was cancelled."""
+DEFAULT_LEASE_S = 30.0
+"""How long a claim holds without a heartbeat; a worker renews it every few seconds."""
+
+
+def new_worker_id(pid: int | None = None) -> str:
+    """``host:pid:random``: the host and pid say where the worker ran (the reaper checks the
+    pid of workers on its own host); the random part tells apart a pid the OS reused."""
+    return f"{socket.gethostname()}:{pid if pid is not None else os.getpid()}:{secrets.token_hex(4)}"
+
+
+def claim_run(
+    s: Session, run_id: int, pid: int, worker_id: str | None = None, lease_s: float = DEFAULT_LEASE_S
+) -> bool:
+    """Atomically move a queued run to running, held by ``worker_id`` (default: a new id for
+    ``pid`` on this host) for ``lease_s`` seconds; False if another worker has it or it was
+    cancelled. A re-claimed run keeps the ``started_at`` of its first attempt."""
+    now = utcnow()
     res = s.execute(
         sa.update(RunRow)
         .where(RunRow.id == run_id, RunRow.status == "queued")
-        .values(status="running", worker_pid=pid, started_at=utcnow())
+        .values(
+            status="running",
+            worker_pid=pid,
+            worker_id=worker_id or new_worker_id(pid),
+            heartbeat_at=now,
+            lease_expires_at=now + dt.timedelta(seconds=lease_s),
+            started_at=sa.func.coalesce(RunRow.started_at, sa.literal(now, UTCDateTime())),
+        )
     )
     return bool(res.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def record_progress(
-    s: Session, run_id: int, step: int, total: int, metrics: dict[str, float], epoch: int | None = None
+    s: Session,
+    run_id: int,
+    step: int,
+    total: int,
+    metrics: dict[str, float],
+    epoch: int | None = None,
+    worker_id: str | None = None,
 ) -> bool:
-    """Write progress and metrics; return True when a cancel was requested."""
-    row = _row(s, run_id)
-    row.step, row.total_steps = step, total
+    """Write progress and metrics; return True when the worker should stop: a cancel was
+    requested, or (given ``worker_id``) the run is no longer this worker's, and then nothing
+    is written."""
+    q = sa.update(RunRow).where(RunRow.id == run_id)
+    if worker_id is not None:
+        q = q.where(RunRow.worker_id == worker_id, RunRow.status == "running")
+    if s.execute(q.values(step=step, total_steps=total)).rowcount == 0:  # type: ignore[attr-defined]
+        if worker_id is None:
+            raise NotFound(f"run {run_id} not found")
+        return True
     s.add_all(
         MetricRow(run_id=run_id, key=k, step=step, epoch=epoch, value=float(v)) for k, v in metrics.items()
     )
     s.flush()
-    return row.cancel_requested
+    return bool(s.scalar(sa.select(RunRow.cancel_requested).where(RunRow.id == run_id)))
 
 
 def append_log(s: Session, run_id: int, line: str) -> None:
@@ -168,13 +211,23 @@ def append_log(s: Session, run_id: int, line: str) -> None:
 
 
 def finish_run(
-    s: Session, run_id: int, status: RunStatus, error: str | None = None, version_id: int | None = None
+    s: Session,
+    run_id: int,
+    status: RunStatus,
+    error: str | None = None,
+    version_id: int | None = None,
+    worker_id: str | None = None,
 ) -> bool:
-    """End a running run; False (and nothing written) if it is no longer running."""
+    """End a running run; False (and nothing written) if it is no longer running, or (given
+    ``worker_id``) no longer held by that worker: a worker whose run was taken back while it
+    stalled must not end the attempt that replaced it."""
+    q = sa.update(RunRow).where(RunRow.id == run_id, RunRow.status == "running")
+    if worker_id is not None:
+        q = q.where(RunRow.worker_id == worker_id)
     res = s.execute(
-        sa.update(RunRow)
-        .where(RunRow.id == run_id, RunRow.status == "running")
-        .values(status=status, error=error, version_id=version_id, finished_at=utcnow())
+        q.values(
+            status=status, error=error, version_id=version_id, finished_at=utcnow(), lease_expires_at=None
+        )
     )
     return bool(res.rowcount == 1)  # type: ignore[attr-defined]
 

@@ -22,6 +22,12 @@ class RunRow(Base):
     error: Mapped[str | None] = mapped_column(sa.Text)
     cancel_requested: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     worker_pid: Mapped[int | None] = mapped_column(sa.Integer)
+    # The queue (training/queue.py): which worker holds the run and until when. A run whose
+    # lease ran out without a heartbeat goes back to the queue as attempt + 1.
+    attempt: Mapped[int] = mapped_column(sa.Integer, default=1, server_default="1")
+    worker_id: Mapped[str | None] = mapped_column(sa.String(128))
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     step: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     total_steps: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
