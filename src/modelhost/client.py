@@ -7,6 +7,7 @@ Errors come back as the same classes the server raised (``modelhost.errors``), s
 from __future__ import annotations
 
 import json
+import mimetypes
 import time
 from pathlib import Path
 from typing import Any
@@ -77,11 +78,22 @@ class Client:
         return r.json() if r.content else None
 
     # --- datasets
-    def upload_dataset(self, path: str | Path, name: str, target: str | None = None) -> dict[str, Any]:
+    def upload_dataset(
+        self,
+        path: str | Path,
+        name: str,
+        target: str | None = None,
+        format: str | None = None,
+        description: str = "",
+    ) -> dict[str, Any]:
+        """Upload a CSV, JSONL, NPY, NPZ, text file or image-folder zip/tar as dataset ``name``.
+        The server tells the format from the file's suffix unless ``format`` names it."""
         p = Path(path)
+        fields = {"target": target, "format": format, "description": description}
+        data = {"name": name, **{k: v for k, v in fields.items() if v}}
+        media = mimetypes.guess_type(p.name)[0] or "application/octet-stream"
         with p.open("rb") as f:
-            data = {"name": name, **({"target": target} if target else {})}
-            return self._call("POST", "/api/v1/datasets", data=data, files={"file": (p.name, f, "text/csv")})  # type: ignore[no-any-return]
+            return self._call("POST", "/api/v1/datasets", data=data, files={"file": (p.name, f, media)})  # type: ignore[no-any-return]
 
     def sample_dataset(self, sample: str, name: str | None = None) -> dict[str, Any]:
         return self._call("POST", f"/api/v1/datasets/samples/{sample}", json={"name": name})  # type: ignore[no-any-return]

@@ -6,8 +6,11 @@ from pydantic import BaseModel
 from modelhost.api.auth import changes_require_role
 from modelhost.api.deps import DB, AppSettings, Store
 from modelhost.datasets import service
+from modelhost.datasets.formats import FORMATS
 from modelhost.datasets.samples import SampleName
-from modelhost.errors import PayloadTooLarge
+from modelhost.errors import InvalidInput, PayloadTooLarge
+
+MAX_FILENAME = 255  # filenames only name the format and appear in messages; they never reach a disk
 
 router = APIRouter(
     prefix="/api/v1/datasets", tags=["datasets"], dependencies=[changes_require_role("admin", "member")]
@@ -29,14 +32,19 @@ def upload_dataset(
     name: str = Form(),
     target: str | None = Form(None),
     description: str = Form(""),
+    format: str | None = Form(None, description=f"One of {', '.join(FORMATS)}; default from the suffix."),
 ) -> service.Dataset:
-    """Upload a CSV file (multipart field ``file``) as dataset ``name``."""
+    """Upload a dataset file (multipart field ``file``) as dataset ``name``: CSV, JSONL, NPY,
+    NPZ, UTF-8 text, or a zip/tar of one folder of PNG/JPEG images per class."""
     data = file.file.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
         raise PayloadTooLarge(f"upload exceeds the {settings.max_upload_bytes} byte limit")
+    filename = file.filename or "data.csv"
+    if len(filename) > MAX_FILENAME:
+        raise InvalidInput(f"file: the filename is longer than {MAX_FILENAME} characters")
     with db.session() as s:
         return service.create_dataset(
-            s, store, name, data, file.filename or "data.csv", target or None, description
+            s, store, name, data, filename, target or None, description, format or None
         )
 
 
@@ -48,7 +56,8 @@ class SampleRequest(BaseModel, extra="forbid"):
 def create_sample(
     sample: SampleName, db: DB, store: Store, body: SampleRequest | None = None
 ) -> service.Dataset:
-    """Create a dataset from a bundled sample (digits, iris, wine); no network needed."""
+    """Create a dataset from a bundled sample, no network needed: the tables digits, iris, wine
+    and breast_cancer; digits_images (8x8 PNGs, a folder per digit); classics (English text)."""
     with db.session() as s:
         return service.create_sample_dataset(s, store, sample, body.name if body else None)
 
