@@ -116,3 +116,21 @@ def test_two_standalone_workers_execute_every_run_once(shared_stores, tmp_path: 
     assert sum(taken) == 6 and min(taken) >= 1, taken  # both raced for the queue; no run twice
     by_worker = {lines[0].split()[1] for lines in started.values()}
     assert len(by_worker) == 2
+
+
+def test_the_worker_command_refuses_bad_options_and_an_unmigrated_database(tmp_path: Path) -> None:
+    env = server_env(tmp_path / "home")
+    cmd = [sys.executable, "-m", "modelhost.cli", "worker", "--once"]
+
+    bad = subprocess.run([*cmd, "--lease", "4"], env=env, capture_output=True, text=True, timeout=60)
+    empty = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    db = Database(f"sqlite:///{tmp_path / 'home' / 'modelhost.db'}")
+    db.migrate()
+    db.dispose()
+    idle = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+
+    assert (
+        bad.returncode == 1 and "heartbeat_s: Value error, must be at most half of lease_s (4)" in bad.stderr
+    )
+    assert empty.returncode == 1 and "database is at schema revision none, this worker needs " in empty.stderr
+    assert (idle.returncode, idle.stdout.strip()) == (0, "worker stopped after 0 run(s)"), idle.stderr

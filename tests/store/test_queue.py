@@ -419,6 +419,7 @@ def test_running_out_of_memory_fails_the_run_saying_so(db, store, flowers, alloc
             {"lease_s": 30, "heartbeat_s": 20},
             "heartbeat_s: Value error, must be at most half of lease_s (30)",
         ),
+        ({"lease_s": 4}, "heartbeat_s: Value error, must be at most half of lease_s (4)"),  # the default 5
         ({"lease_s": 0}, "lease_s: Input should be greater than 0"),
         ({"max_attempts": 0}, "max_attempts: Input should be greater than or equal to 1"),
     ],

@@ -53,7 +53,7 @@ class QueueOptions(BaseModel, frozen=True, use_attribute_docstrings=True):
 
     lease_s: float = Field(DEFAULT_LEASE_S, gt=0)
     """A claim lasts this long without a heartbeat; then the run goes back to the queue."""
-    heartbeat_s: float = Field(DEFAULT_HEARTBEAT_S, gt=0)
+    heartbeat_s: float = Field(DEFAULT_HEARTBEAT_S, gt=0, validate_default=True)  # checked against lease_s
     """How often a working worker renews its lease."""
     max_attempts: int = Field(DEFAULT_MAX_ATTEMPTS, ge=1)
     """Attempts a run gets before a lost worker fails it."""

@@ -18,6 +18,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from importlib import resources
 from types import TracebackType
 
 import torch
@@ -26,7 +27,7 @@ from modelhost.artifacts import ArtifactStore, open_artifacts
 from modelhost.config import load_settings
 from modelhost.datasets.service import get_dataset_by_id, load_table
 from modelhost.db import Database
-from modelhost.errors import Conflict, PlatformError
+from modelhost.errors import Conflict, NotReady, PlatformError
 from modelhost.registry.manifest import WEIGHTS_FILE
 from modelhost.registry.service import register_version
 from modelhost.training import queue
@@ -294,8 +295,22 @@ def stop_on_signals(shutdown: threading.Event) -> None:
 
 
 def open_stores() -> tuple[Database, ArtifactStore]:
+    """The stores the settings name. NotReady if the database's schema isn't this version's:
+    the server migrates it on start; a worker on another version must not touch it."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     settings = load_settings()
     db = Database(settings.resolved_database_url)
+    head = ScriptDirectory(str(resources.files("modelhost") / "migrations")).get_current_head()
+    with db.engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    if current != head:
+        db.dispose()
+        raise NotReady(
+            f"the database is at schema revision {current or 'none'}, this worker needs {head}: "
+            "start (or upgrade) the server first, it migrates the database"
+        )
     return db, open_artifacts(settings.resolved_artifacts_url, s3_endpoint_url=settings.s3_endpoint_url)
 
 
@@ -307,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-attempts", type=int, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     options = QueueOptions.parse(
         lease_s=args.lease, heartbeat_s=args.heartbeat, max_attempts=args.max_attempts
     )
