@@ -39,21 +39,27 @@ def _client(url: str | None, api_key: str | None) -> Client:
 def datasets_upload(
     path: Path,
     name: Annotated[str, typer.Option(help="Dataset name.")],
-    target: Annotated[str | None, typer.Option(help="Default target column.")] = None,
+    target: Annotated[str | None, typer.Option(help="Default target column (or npz array).")] = None,
+    format: Annotated[
+        str | None, typer.Option(help="csv, jsonl, npy, npz, text, zip or tar; default from the suffix.")
+    ] = None,
+    description: Annotated[str, typer.Option(help="What the data is.")] = "",
     url: Url = None,
     api_key: Key = None,
 ) -> None:
-    """Upload a CSV file (header row required)."""
+    """Upload a dataset: CSV (header row), JSONL, NPY, NPZ, UTF-8 text, or a zip/tar of image
+    folders (one folder of PNG/JPEG files per class)."""
     if not path.is_file():
         raise InvalidInput(f"{str(path)!r} is not a file")
-    show_json(_client(url, api_key).upload_dataset(path, name, target))
+    show_json(_client(url, api_key).upload_dataset(path, name, target, format, description))
 
 
 @datasets.command("sample")
 def datasets_sample(
     sample: str, name: Annotated[str | None, typer.Option()] = None, url: Url = None, api_key: Key = None
 ) -> None:
-    """Create a dataset from a bundled sample: digits, iris or wine."""
+    """Create a dataset from a bundled sample: digits, iris, wine, breast_cancer (tables),
+    digits_images (8x8 PNGs, a folder per digit) or classics (English text)."""
     show_json(_client(url, api_key).sample_dataset(sample, name))
 
 
@@ -65,8 +71,38 @@ def datasets_list(url: Url = None, api_key: Key = None) -> None:
 
 
 @datasets.command("show")
-def datasets_show(name: str, url: Url = None, api_key: Key = None) -> None:
-    show_json(_client(url, api_key).get_dataset(name))
+def datasets_show(
+    name: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole record as JSON.")] = False,
+    url: Url = None,
+    api_key: Key = None,
+) -> None:
+    """Show a dataset and the summary its kind has: columns, arrays, classes or text size."""
+    ds = _client(url, api_key).get_dataset(name)
+    if as_json:
+        show_json(ds)
+        return
+    console.print(
+        f"dataset {ds['name']!r} (id {ds['id']}): {ds['kind']} from {ds['format']}, "
+        f"{ds['num_rows']} examples, {ds['size_bytes']} bytes, target {ds['target'] or '-'}",
+        highlight=False,
+    )
+    console.print(f"sha256 {ds['sha256']}", highlight=False)
+    summary = ds["summary"]
+    if summary["kind"] == "table":
+        show_table(summary["columns"], ["name", "type"], title="columns")
+    elif summary["kind"] == "arrays":
+        show_table(summary["arrays"], ["name", "shape", "dtype"], title="arrays")
+    elif summary["kind"] == "images":
+        show_table(summary["classes"], ["name", "count"], title="classes")
+        low, high = ("x".join(map(str, summary[k])) for k in ("min_size", "max_size"))
+        console.print(f"sizes {low} to {high}, channels {summary['channels']}", highlight=False)
+    else:
+        console.print(
+            f"{summary['num_chars']} characters, {summary['num_lines']} lines, "
+            f"{summary['vocab_size']} distinct characters",
+            highlight=False,
+        )
 
 
 @datasets.command("delete")
