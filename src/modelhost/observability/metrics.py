@@ -4,6 +4,8 @@ apps in one process never share counters."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -61,23 +63,41 @@ class Metrics:
             "modelhost_deployment_replicas", "Serving replicas per deployment.", dv, registry=r
         )
 
-    def observer(self, deployment: str, version: int) -> BatchObserver:
-        return _Observer(self, deployment, str(version))
+    def served(self, deployment: str, version: int) -> ServedMetrics:
+        """The series of one served version, its labels bound once."""
+        return ServedMetrics(self, deployment, str(version))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
-class _Observer(BatchObserver):
+class ServedMetrics(BatchObserver):
+    """One served version's series with their label values bound: ``labels()`` costs more
+    than the observation itself, and these run on every request (event loop) and every
+    batch (replica threads)."""
+
     def __init__(self, m: Metrics, deployment: str, version: str) -> None:
+        self._requests = m.requests
+        self._labels = (deployment, version)
+        self._outcomes: dict[tuple[str, int], Counter] = {}
+        self._latency = m.latency.labels(deployment, version)
         self._depth = m.queue_depth.labels(deployment, version)
         self._batch = m.batch_size.labels(deployment, version)
         self._queue = m.queue_time.labels(deployment, version)
 
+    def request(self, protocol: str, code: int, seconds: float) -> None:
+        """A request answered with ``code`` after ``seconds``."""
+        counter = self._outcomes.get((protocol, code))
+        if counter is None:
+            counter = self._requests.labels(*self._labels, protocol, str(code))
+            self._outcomes[protocol, code] = counter
+        counter.inc()
+        self._latency.observe(seconds)
+
     def queued(self, depth: int) -> None:
         self._depth.set(depth)
 
-    def batch(self, rows: int, queue_seconds: list[float]) -> None:
+    def batch(self, rows: int, queue_seconds: Sequence[float]) -> None:
         self._batch.observe(rows)
         for q in queue_seconds:
             self._queue.observe(q)

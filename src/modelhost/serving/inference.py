@@ -65,9 +65,9 @@ class InferenceService:
             }
             result = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), JSON
         except PlatformError as e:
-            self._count(entry, arm, "v1", e.status, start)
+            self._count(arm, "v1", e.status, start)
             raise
-        self._count(entry, arm, "v1", 200, start)
+        self._count(arm, "v1", 200, start)
         self._mirror(entry, arm, inputs, len(x), out)
         return result
 
@@ -87,9 +87,9 @@ class InferenceService:
             dep = entry.deployment
             result = oip.encode_infer_response(dep.name, str(arm.target.version), request, out, sig)
         except PlatformError as e:
-            self._count(entry, arm, "v2", e.status, start)
+            self._count(arm, "v2", e.status, start)
             raise
-        self._count(entry, arm, "v2", 200, start)
+        self._count(arm, "v2", 200, start)
         if version is None:
             self._mirror(entry, arm, request.inputs, request.rows, out)
         return result
@@ -99,10 +99,10 @@ class InferenceService:
         assert arm.batcher is not None, "manager.serving() starts every arm's batcher"
         return await arm.batcher.submit(inputs, rows)
 
-    def _count(self, entry: LoadedDeployment, arm: Arm, protocol: str, code: int, start: float) -> None:
-        labels = (entry.deployment.name, str(arm.target.version))
-        self.metrics.requests.labels(*labels, protocol, str(code)).inc()
-        self.metrics.latency.labels(*labels).observe(time.perf_counter() - start)
+    @staticmethod
+    def _count(arm: Arm, protocol: str, code: int, start: float) -> None:
+        assert arm.metrics is not None, "manager.serving() binds every arm's metrics"
+        arm.metrics.request(protocol, code, time.perf_counter() - start)
 
     def _mirror(self, entry: LoadedDeployment, arm: Arm, inputs: Arrays, rows: int, primary: Arrays) -> None:
         """Send a copy to the shadow version, off the request's path."""

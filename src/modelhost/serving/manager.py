@@ -21,7 +21,7 @@ from typing import Literal
 from modelhost.artifacts import ArtifactStore
 from modelhost.db import Database
 from modelhost.errors import LoadFailed, NotFound, NotReady, PlatformError
-from modelhost.observability.metrics import Metrics
+from modelhost.observability.metrics import Metrics, ServedMetrics
 from modelhost.registry.manifest import Signature
 from modelhost.registry.service import ModelVersion, get_version_by_id, read_version_file
 from modelhost.serving.batcher import Batcher
@@ -51,6 +51,7 @@ class Arm:
     target: Target
     runtime: Runtime
     batcher: Batcher | None = field(default=None, repr=False)
+    metrics: ServedMetrics | None = field(default=None, repr=False)
 
     @property
     def signature(self) -> Signature:
@@ -64,6 +65,8 @@ class LoadedDeployment:
     arms: list[Arm] = field(default_factory=list)
     shadow: Arm | None = None
     error: str | None = None
+    started: bool = False
+    """Every arm has its batcher (set on the event loop by ``DeploymentManager.serving``)."""
 
     def pick(self, version: str | None = None) -> Arm:
         """The arm for a request: the named version, or one drawn by traffic weight."""
@@ -256,11 +259,13 @@ class DeploymentManager:
             raise NotReady(
                 f"deployment {name!r} is {entry.state}" + (f": {entry.error}" if entry.error else "")
             )
-        dep = entry.deployment
-        for arm in [*entry.arms, *([entry.shadow] if entry.shadow else [])]:
-            if arm.batcher is None:
-                observer = self.metrics.observer(dep.name, arm.target.version)
-                arm.batcher = Batcher(arm.runtime, dep.batching, dep.replicas, observer)
+        if not entry.started:
+            dep = entry.deployment
+            for arm in [*entry.arms, *([entry.shadow] if entry.shadow else [])]:
+                if arm.batcher is None:
+                    arm.metrics = self.metrics.served(dep.name, arm.target.version)
+                    arm.batcher = Batcher(arm.runtime, dep.batching, dep.replicas, arm.metrics)
+            entry.started = True
         return entry
 
     @property
