@@ -57,6 +57,8 @@ def test_cli_uploads_and_shows_every_kind(server: Server, tmp_path: Path) -> Non
     assert json.loads(cli(server, *args, "--format", "jsonl", "--target", "kind").stdout)["target"] == "kind"
     assert "│ size │ int  │" in cli(server, "datasets", "show", "rows").stdout
 
+    listed = cli(server, "datasets", "list").stdout
+    assert "│ pets " in listed and "│ images │ zip    │ 2 " in listed
     sample = json.loads(cli(server, "datasets", "sample", "digits_images").stdout)
     assert (sample["kind"], sample["num_rows"], sample["format"]) == ("images", 1797, "zip")
 

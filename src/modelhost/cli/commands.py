@@ -66,7 +66,8 @@ def datasets_sample(
 @datasets.command("list")
 def datasets_list(url: Url = None, api_key: Key = None) -> None:
     show_table(
-        _client(url, api_key).list_datasets(), ["id", "name", "num_rows", "target", "sha256", "created_at"]
+        _client(url, api_key).list_datasets(),
+        ["id", "name", "kind", "format", "num_rows", "target", "sha256", "created_at"],
     )
 
 

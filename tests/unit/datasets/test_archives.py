@@ -113,8 +113,9 @@ def test_a_zip_whose_entries_overlap_is_refused() -> None:
         read_zip(data, "x.zip", LIMITS)
 
 
-def test_tar_regular_files_read_in_memory() -> None:
-    data = tar_bytes([(tar_info("./cats", tarfile.DIRTYPE), b""), (tar_info("./cats/a.png"), b"AAA")])
+@pytest.mark.parametrize("mode", ["w", "w:gz", "w:bz2", "w:xz"])
+def test_tar_regular_files_read_in_memory(mode: str) -> None:
+    data = tar_bytes([(tar_info("./cats", tarfile.DIRTYPE), b""), (tar_info("./cats/a.png"), b"AAA")], mode)
     members = read_tar(data, "x.tgz", LIMITS)
     assert [(m.path, m.data) for m in members] == [(("cats", "a.png"), b"AAA")]
 
