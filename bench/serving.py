@@ -37,7 +37,8 @@ from safetensors.torch import load_file, save_file
 from modelhost.artifacts import open_artifacts
 from modelhost.db import Database
 from modelhost.nn import build_model
-from modelhost.registry.manifest import WEIGHTS_FILE, Manifest, Preprocessing, Signature, TensorSpec
+from modelhost.datasets.preprocessing import NoPreprocessing
+from modelhost.registry.manifest import WEIGHTS_FILE, Manifest, Signature, TensorSpec
 from modelhost.registry.service import register_version
 
 BENCH = Path(__file__).resolve().parent
@@ -83,7 +84,7 @@ def register(home: Path, spec: ModelSpec, weights: Path) -> None:
     signature = Signature(inputs=inputs, outputs=[label, probabilities])
     manifest = Manifest(
         architecture=spec.name, config=spec.config, task="classification", classes=spec.classes,
-        signature=signature, preprocessing=Preprocessing(kind="none"),
+        signature=signature, preprocessing=NoPreprocessing(),
     )  # fmt: skip
     db = Database(f"sqlite:///{home}/modelhost.db")
     db.migrate()

@@ -126,6 +126,23 @@ class Client:
     def run_logs(self, run_id: int, after: int = 0) -> list[dict[str, Any]]:
         return self._call("GET", f"/api/v1/runs/{run_id}/logs", params={"after": after})  # type: ignore[no-any-return]
 
+    def resume_run(self, run_id: int) -> dict[str, Any]:
+        """Continue a cancelled or failed run from its last checkpoint."""
+        return self._call("POST", f"/api/v1/runs/{run_id}/resume")  # type: ignore[no-any-return]
+
+    def compare_runs(self, run_ids: list[int]) -> dict[str, Any]:
+        return self._call("GET", "/api/v1/runs/compare", params={"ids": run_ids})  # type: ignore[no-any-return]
+
+    def sweep(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Queue one run per trial of ``spec["sweep"]``; returns ``{"sweep": ..., "runs": [...]}``."""
+        return self._call("POST", "/api/v1/sweeps", json=spec)  # type: ignore[no-any-return]
+
+    def get_sweep(self, sweep_id: int) -> dict[str, Any]:
+        return self._call("GET", f"/api/v1/sweeps/{sweep_id}")  # type: ignore[no-any-return]
+
+    def list_sweeps(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/api/v1/sweeps")  # type: ignore[no-any-return]
+
     def wait_run(self, run_id: int, timeout: float = 600.0, poll: float = 0.5) -> dict[str, Any]:
         """Poll until the run finishes; returns its final record."""
         deadline = time.monotonic() + timeout

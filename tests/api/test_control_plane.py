@@ -68,7 +68,8 @@ async def test_errors_have_one_shape_and_name_the_problem(api: httpx.AsyncClient
     r = await api.post("/api/v1/datasets/samples/mnist", json={})
     assert (
         r.status_code == 400
-        and "sample: Input should be 'digits', 'iris' or 'wine'" in r.json()["error"]["message"]
+        and "sample: Input should be 'digits', 'iris', 'wine', 'breast_cancer', 'digits_images' or 'classics'"
+        in r.json()["error"]["message"]
     )
 
 

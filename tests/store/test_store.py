@@ -168,6 +168,7 @@ def test_migrate_twice_keeps_schema_and_data(db):
         "models",
         "model_versions",
         "deployments",
+        "sweeps",
         "alembic_version",
     }
     head = ScriptDirectory(str(resources.files("modelhost") / "migrations")).get_current_head()

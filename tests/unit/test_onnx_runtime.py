@@ -26,7 +26,6 @@ from modelhost.registry.manifest import (
     ONNX_FILE,
     WEIGHTS_FILE,
     Manifest,
-    Preprocessing,
     Signature,
     TensorSpec,
 )
@@ -136,14 +135,14 @@ def _version(architecture: str, task: str = "classification") -> tuple[Manifest,
             inputs=[TensorSpec(name="input", datatype=ex.datatype, shape=ex.shape)],
             outputs=output_specs(task, classes),
         ),
-        preprocessing=Preprocessing(
-            kind="standardize",
-            mean=[3.0] * width,
-            std=[2.0] * width,
-            features=[f"f{i}" for i in range(width)],
-        )
+        preprocessing={  # a manifest as the first releases wrote it
+            "kind": "standardize",
+            "mean": [3.0] * width,
+            "std": [2.0] * width,
+            "features": [f"f{i}" for i in range(width)],
+        }
         if standardize
-        else Preprocessing(),
+        else {"kind": "none"},
         classes=classes,
     )
     return manifest, _weights(model)

@@ -28,6 +28,7 @@ from modelhost.api.routes import (
     metrics,
     models,
     runs,
+    sweeps,
 )
 from modelhost.artifacts import open_artifacts
 from modelhost.auth.service import Authenticator, CreatedKey, ensure_admin_key
@@ -114,6 +115,15 @@ def create_app(settings: Settings | None = None) -> ModelhostApp:
     app.fast_path = AuthMiddleware(BodySizeMiddleware(dataplane, **limits), app.state.authenticator)
     for r in (datasets, models):  # uploads: the bigger limit (plus multipart framing)
         app.include_router(r.router, max_body_size=settings.max_upload_bytes + 64 * 1024)
-    for r in (health, runs, aliases, deployments, keys, inference, metrics):
+    for r in (
+        health,
+        sweeps,
+        runs,
+        aliases,
+        deployments,
+        keys,
+        inference,
+        metrics,
+    ):  # sweeps first: /runs/compare
         app.include_router(r.router, max_body_size=settings.max_request_bytes)
     return app

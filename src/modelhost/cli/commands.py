@@ -5,11 +5,14 @@ role like ``up``: it talks to the database and the artifact store."""
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import yaml
+from rich.table import Table
 
 from modelhost.cli.follow import follow_run
 from modelhost.cli.output import console, show_json, show_table
@@ -22,7 +25,8 @@ Key = Annotated[
 ]
 
 datasets = typer.Typer(help="Upload and inspect datasets.", no_args_is_help=True)
-runs = typer.Typer(help="Inspect, follow and cancel training runs.", no_args_is_help=True)
+runs = typer.Typer(help="Inspect, follow, cancel, resume and compare training runs.", no_args_is_help=True)
+sweeps = typer.Typer(help="Hyper-parameter sweeps: their trials and the best one.", no_args_is_help=True)
 models = typer.Typer(help="Browse the model registry.", no_args_is_help=True)
 deployments = typer.Typer(help="List and remove deployments.", no_args_is_help=True)
 keys = typer.Typer(help="Manage API keys (admin).", no_args_is_help=True)
@@ -133,17 +137,49 @@ def train(
     url: Url = None,
     api_key: Key = None,
 ) -> None:
-    """Submit a training run from a YAML or JSON spec and follow it. Ctrl-C leaves it running."""
+    """Submit a training run from a YAML or JSON spec and follow it. Ctrl-C leaves it running.
+    A spec with a ``sweep:`` section queues one run per trial and follows the sweep."""
     client = _client(url, api_key)
-    run = client.train(load_spec_file(spec))
-    console.print(f"run {run['id']} queued")
-    if not follow:
+    document = load_spec_file(spec)
+    if "sweep" in document:
+        submitted = client.sweep(document)
+        console.print(f"sweep {submitted['sweep']['id']}: {len(submitted['runs'])} runs queued")
+        if follow:
+            _follow_sweep(client, submitted["sweep"]["id"])
         return
+    run = client.train(document)
+    console.print(f"run {run['id']} queued")
+    if follow:
+        _follow(client, run["id"])
+
+
+def _follow(client: Client, run_id: int) -> None:
     try:
-        run = follow_run(lambda: client.get_run(run["id"]))
+        run = follow_run(lambda: client.get_run(run_id))
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     _report(client, run)
+
+
+def _follow_sweep(client: Client, sweep_id: int, poll: float = 1.0) -> None:
+    try:
+        sweep = client.get_sweep(sweep_id)
+        while any(t["status"] in ("queued", "running") for t in sweep["trials"]):
+            time.sleep(poll)
+            sweep = client.get_sweep(sweep_id)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    _show_sweep(sweep)
+
+
+def _show_sweep(sweep: dict[str, Any]) -> None:
+    rows = [{**t, **{f"{k}": v for k, v in t["params"].items()}} for t in sweep["trials"]]
+    params = list(sweep["trials"][0]["params"]) if sweep["trials"] else []
+    show_table(
+        rows, ["run_id", "status", *params, "value"], title=f"sweep {sweep['id']} by {sweep['metric']}"
+    )
+    best = sweep["best_run_id"]
+    console.print(f"best: run {best}" if best is not None else "no finished trial yet")
 
 
 def _report(client: Client, run: dict[str, object]) -> None:
@@ -168,14 +204,99 @@ def runs_show(run_id: int, url: Url = None, api_key: Key = None) -> None:
 
 
 @runs.command("metrics")
-def runs_metrics(run_id: int, key: str | None = None, url: Url = None, api_key: Key = None) -> None:
-    show_table(_client(url, api_key).run_metrics(run_id, key), ["key", "step", "epoch", "value"])
+def runs_metrics(
+    run_id: int,
+    key: str | None = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the run ends.")] = False,
+    url: Url = None,
+    api_key: Key = None,
+) -> None:
+    client = _client(url, api_key)
+    if not follow:
+        show_table(client.run_metrics(run_id, key), ["key", "step", "epoch", "value"])
+        return
+    shown = 0
+    for _ in _until_finished(client, run_id):
+        rows = client.run_metrics(run_id, key)
+        for m in rows[shown:]:
+            epoch = "" if m["epoch"] is None else f" epoch {m['epoch']}"
+            console.print(f"step {m['step']}{epoch} {m['key']}={m['value']:.6g}", highlight=False)
+        shown = len(rows)
 
 
 @runs.command("logs")
-def runs_logs(run_id: int, url: Url = None, api_key: Key = None) -> None:
-    for line in _client(url, api_key).run_logs(run_id):
-        console.print(f"{line['created_at']} {line['line']}", highlight=False)
+def runs_logs(
+    run_id: int,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the run ends.")] = False,
+    url: Url = None,
+    api_key: Key = None,
+) -> None:
+    client, after = _client(url, api_key), 0
+    for _ in _until_finished(client, run_id) if follow else iter([None]):
+        for line in client.run_logs(run_id, after):
+            console.print(f"{line['created_at']} {line['line']}", highlight=False)
+            after = line["id"]
+
+
+def _until_finished(client: Client, run_id: int, poll: float = 0.5) -> Iterator[None]:
+    """Yield once per poll while the run goes, and once more after it ended (the last lines)."""
+    try:
+        while client.get_run(run_id)["status"] in ("queued", "running"):
+            yield
+            time.sleep(poll)
+        yield
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+@runs.command("resume")
+def runs_resume(
+    run_id: int,
+    follow: Annotated[bool, typer.Option(help="Follow with a progress bar.")] = True,
+    url: Url = None,
+    api_key: Key = None,
+) -> None:
+    """Continue a cancelled or failed run from its last checkpoint."""
+    client = _client(url, api_key)
+    client.resume_run(run_id)
+    console.print(f"run {run_id} queued again; it continues from its last checkpoint")
+    if follow:
+        _follow(client, run_id)
+
+
+@runs.command("compare")
+def runs_compare(run_ids: list[int], url: Url = None, api_key: Key = None) -> None:
+    """Runs side by side: the settings that differ and the final metrics."""
+    c = _client(url, api_key).compare_runs(run_ids)
+    rows = [
+        {"id": r["id"], "name": r["name"], "status": r["status"], **r["params"], **r["metrics"]}
+        for r in c["runs"]
+    ]
+    columns = ["id", "name", "status", *c["params"], *c["metrics"]]
+    table = Table(*["", *(str(r["id"]) for r in rows)], title="runs compared")
+    for col in columns[1:]:
+        table.add_row(col, *(_cell(r.get(col)) for r in rows))
+    console.print(table)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+@sweeps.command("list")
+def sweeps_list(url: Url = None, api_key: Key = None) -> None:
+    rows = [
+        {**s, "trials": len(s["trials"]), "done": sum(t["status"] == "succeeded" for t in s["trials"])}
+        for s in _client(url, api_key).list_sweeps()
+    ]
+    show_table(rows, ["id", "name", "metric", "trials", "done", "best_run_id", "created_at"])
+
+
+@sweeps.command("show")
+def sweeps_show(sweep_id: int, url: Url = None, api_key: Key = None) -> None:
+    _show_sweep(_client(url, api_key).get_sweep(sweep_id))
 
 
 @runs.command("cancel")

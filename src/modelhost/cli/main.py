@@ -22,6 +22,7 @@ app = typer.Typer(
 )
 app.add_typer(commands.datasets, name="datasets")
 app.add_typer(commands.runs, name="runs")
+app.add_typer(commands.sweeps, name="sweeps")
 app.add_typer(commands.models, name="models")
 app.add_typer(commands.deployments, name="deployments")
 app.add_typer(commands.keys, name="keys")

@@ -7,9 +7,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from modelhost.datasets.preprocessing import NoPreprocessing, Preprocessing
+
 MANIFEST_FILE = "modelhost.json"
 WEIGHTS_FILE = "weights.safetensors"
 ONNX_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
 Datatype = Literal["FP32", "FP64", "INT32", "INT64", "BOOL", "BYTES"]
 
 
@@ -25,13 +28,6 @@ class Signature(BaseModel):
     outputs: list[TensorSpec]
 
 
-class Preprocessing(BaseModel):
-    kind: Literal["standardize", "none"] = "none"
-    features: list[str] = Field(default_factory=list)
-    mean: list[float] | None = None
-    std: list[float] | None = None
-
-
 class Lineage(BaseModel):
     run_id: int | None = None
     dataset: str | None = None
@@ -45,13 +41,16 @@ class Manifest(BaseModel):
     format_version: int = 1
     architecture: str
     config: dict[str, Any]
-    task: Literal["classification", "regression", "custom"]
-    """``custom``: an imported graph whose outputs are returned verbatim, by their own names."""
+    task: Literal["classification", "binary", "regression", "language_model", "custom"]
+    """``binary``: one logit (sigmoid); ``custom``: an imported graph whose outputs are returned
+    verbatim, by their own names."""
     signature: Signature
-    preprocessing: Preprocessing = Preprocessing()
+    preprocessing: Preprocessing = NoPreprocessing()
     classes: list[int] | list[float] | list[str] | None = None
     """Label of each output index, for classifiers."""
     metrics: dict[str, float] = Field(default_factory=dict)
+    confusion_matrix: list[list[int]] | None = None
+    """Classifiers: rows are the true class, columns the predicted one (test split, else validation)."""
     lineage: Lineage = Lineage()
 
     def to_bytes(self) -> bytes:

@@ -131,6 +131,31 @@ def cancel_run(s: Session, run_id: int) -> Run:
     return _entity(row)
 
 
+def resume_run(s: Session, run_id: int) -> Run:
+    """Queue a cancelled or failed run again; its worker continues from the run's last
+    checkpoint (or from the start if it never wrote one). A fresh attempt count."""
+    row = _row(s, run_id)
+    done = s.execute(
+        sa.update(RunRow)
+        .where(RunRow.id == run_id, RunRow.status.in_(("cancelled", "failed")))
+        .values(
+            status="queued",
+            error=None,
+            cancel_requested=False,
+            finished_at=None,
+            attempt=1,
+            worker_id=None,
+            worker_pid=None,
+            heartbeat_at=None,
+            lease_expires_at=None,
+        )
+    )
+    s.refresh(row)
+    if done.rowcount == 0:  # type: ignore[attr-defined]
+        raise Conflict(f"run {run_id} is {row.status}; only cancelled and failed runs resume")
+    return _entity(row)
+
+
 def get_metrics(s: Session, run_id: int, key: str | None = None) -> list[Metric]:
     _row(s, run_id)
     q = sa.select(MetricRow).where(MetricRow.run_id == run_id).order_by(MetricRow.id)
@@ -204,6 +229,14 @@ def record_progress(
     )
     s.flush()
     return bool(s.scalar(sa.select(RunRow.cancel_requested).where(RunRow.id == run_id)))
+
+
+def holds_run(s: Session, run_id: int, worker_id: str) -> bool:
+    """True while ``worker_id`` still runs ``run_id`` (not taken back, cancelled or ended)."""
+    q = sa.select(RunRow.id).where(
+        RunRow.id == run_id, RunRow.status == "running", RunRow.worker_id == worker_id
+    )
+    return s.scalar(q) is not None
 
 
 def append_log(s: Session, run_id: int, line: str) -> None:

@@ -56,3 +56,18 @@ class RunLogRow(Base):
     run_id: Mapped[int] = mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"))
     line: Mapped[str] = mapped_column(sa.Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SweepRow(Base):
+    """A search: its document, the metric that ranks its trials, and each trial's run and
+    parameters (fixed when the sweep is created)."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(128))
+    spec: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    metric: Mapped[str] = mapped_column(sa.String(64))
+    lower_is_better: Mapped[bool] = mapped_column(sa.Boolean)
+    trials: Mapped[list[dict[str, Any]]] = mapped_column(sa.JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

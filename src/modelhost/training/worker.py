@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -24,16 +25,17 @@ from types import TracebackType
 import torch
 
 from modelhost.artifacts import ArtifactStore, open_artifacts
-from modelhost.config import load_settings
-from modelhost.datasets.service import get_dataset_by_id, load_table
+from modelhost.config import child_env, load_settings
+from modelhost.datasets.service import get_dataset_by_id
+from modelhost.datasets.sources import load_source
 from modelhost.db import Database
 from modelhost.errors import Conflict, NotReady, PlatformError
-from modelhost.registry.manifest import WEIGHTS_FILE
 from modelhost.registry.service import register_version
-from modelhost.training import queue
+from modelhost.training import distributed, queue
 from modelhost.training import service as runs
-from modelhost.training.data import prepare
-from modelhost.training.loop import Cancelled, fit
+from modelhost.training.checkpoints import CheckpointStore
+from modelhost.training.data import PreparedData, prepare
+from modelhost.training.loop import Cancelled, FitResult, fit
 from modelhost.training.package import package
 from modelhost.training.queue import QueueOptions
 from modelhost.training.spec import TrainSpec
@@ -144,17 +146,55 @@ def train_and_register(
         run = runs.get_run(s, run_id)
         spec = TrainSpec.model_validate(run.spec)
         dataset = get_dataset_by_id(s, run.dataset_id)
-        table = load_table(s, store, run.dataset_id)
-    data = prepare(table, spec)
-    result = fit(spec, data, on_progress)
-    manifest, weights = package(spec, data, result, run_id, dataset.sha256)
+        source = load_source(s, store, run.dataset_id)
+    data = prepare(source, spec)
+
+    def still_ours() -> bool:
+        with db.session() as s:
+            return runs.holds_run(s, run_id, worker_id)
+
+    checkpoints = CheckpointStore(store, run_id, may_write=still_ours)
+    if spec.world_size > 1:
+        result = _fit_distributed(db, run_id, spec, data, on_progress, checkpoints)
+    else:
+        result = fit(spec, data, on_progress, checkpoints)
+    manifest, files = package(spec, data, result, run_id, dataset.sha256)
     with db.session() as s:
-        version = register_version(
-            s, store, spec.model_name, manifest, {WEIGHTS_FILE: weights}, run_id, dataset.id
-        )
+        version = register_version(s, store, spec.model_name, manifest, files, run_id, dataset.id)
         runs.append_log(s, run_id, f"registered {spec.model_name!r} version {version.number}")
         if not runs.finish_run(s, run_id, "succeeded", version_id=version.id, worker_id=worker_id):
             raise Conflict(f"run {run_id} was ended elsewhere; its version is not registered")
+    checkpoints.delete()  # the version holds the weights now; failed and cancelled runs keep theirs
+
+
+def _fit_distributed(
+    db: Database,
+    run_id: int,
+    spec: TrainSpec,
+    data: PreparedData,
+    on_progress: ProgressReporter,
+    checkpoints: CheckpointStore,
+) -> FitResult:
+    """This worker is rank 0; ranks 1..N-1 are subprocesses that read the run themselves."""
+    settings = load_settings()
+    init_method = distributed.free_init_method()
+    _log(db, run_id, f"data parallel: {spec.world_size} processes ({init_method})")
+    ranks = distributed.launch_ranks(
+        run_id, spec.world_size, init_method, child_env(settings), settings.python or sys.executable
+    )
+    try:
+        result = distributed.fit_rank(spec, data, 0, init_method, on_progress, checkpoints)
+    finally:
+        for proc in ranks:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # rank 0 failed and left them waiting
+                proc.kill()
+                proc.wait()
+    failed = [p.returncode for p in ranks if p.returncode != 0]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {spec.world_size - 1} helper ranks failed (exit {failed[0]})")
+    return result
 
 
 OUT_OF_MEMORY = "out of memory: lower batch_size or the model's size, or give the worker more memory"

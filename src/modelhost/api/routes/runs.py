@@ -38,6 +38,15 @@ def cancel_run(run_id: Id, db: DB) -> service.Run:
         return service.cancel_run(s, run_id)
 
 
+@router.post("/{run_id}/resume")
+def resume_run(run_id: Id, db: DB, executor: Executor) -> service.Run:
+    """Continue a cancelled or failed run from its last checkpoint."""
+    with db.session() as s:
+        run = service.resume_run(s, run_id)
+    executor.launch(run.id)
+    return run
+
+
 @router.get("/{run_id}/metrics")
 def run_metrics(run_id: Id, db: DB, key: str | None = None) -> list[service.Metric]:
     with db.session() as s:

@@ -18,7 +18,7 @@ from modelhost.registry.manifest import Manifest
 from modelhost.registry.onnx_export import LOGITS
 from modelhost.serving.runtimes.base import Runtime
 from modelhost.serving.runtimes.outputs import classifier_outputs
-from modelhost.training.data import apply_preprocessing
+from modelhost.datasets.preprocessing import preprocess
 
 _NUMPY_DTYPES: dict[str, type] = {
     "tensor(float)": np.float32,
@@ -76,7 +76,7 @@ class OnnxRuntime(Runtime):
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if not self._imported:
-            x = apply_preprocessing(self.manifest.preprocessing, inputs[self._input])  # float32
+            x = preprocess(self.manifest.preprocessing, inputs[self._input])  # float32
             # token ids: the graph takes them as int64 (a no-op cast for float graphs)
             (logits,) = self._run([LOGITS], {self._input: _cast(self._input, x, self._dtypes[self._input])})
             return classifier_outputs(self.manifest, logits)

@@ -18,5 +18,9 @@ def classifier_outputs(manifest: Manifest, out: np.ndarray) -> dict[str, np.ndar
     """Logits -> ``label`` + ``probabilities`` for classifiers; ``prediction`` for regression."""
     if manifest.task == "regression" or not manifest.classes:
         return {"prediction": out.reshape(len(out), -1)[:, 0].astype(np.float32)}
-    probs = softmax(out)
+    if manifest.task == "binary":  # one logit: sigmoid gives the second class's probability
+        positive = (1.0 / (1.0 + np.exp(-out.reshape(len(out))))).astype(np.float32)
+        probs = np.stack([1.0 - positive, positive], axis=1)
+    else:
+        probs = softmax(out)
     return {"label": np.asarray(manifest.classes)[probs.argmax(axis=-1)], "probabilities": probs}

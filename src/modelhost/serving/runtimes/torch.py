@@ -11,7 +11,7 @@ from modelhost.nn import build_model
 from modelhost.registry.manifest import Manifest
 from modelhost.serving.runtimes.base import Runtime
 from modelhost.serving.runtimes.outputs import classifier_outputs
-from modelhost.training.data import apply_preprocessing
+from modelhost.datasets.preprocessing import preprocess
 
 
 def set_threads(n: int) -> None:
@@ -32,7 +32,7 @@ class TorchRuntime(Runtime):
         self._input = manifest.signature.inputs[0].name
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        x = apply_preprocessing(self.manifest.preprocessing, inputs[self._input])
+        x = preprocess(self.manifest.preprocessing, inputs[self._input])
         with torch.inference_mode():
             out = self.model(torch.from_numpy(x)).numpy()
         return classifier_outputs(self.manifest, out)

@@ -9,12 +9,14 @@ import torch
 from safetensors.torch import load
 
 from modelhost.datasets.formats import parse_csv
+from modelhost.datasets.preprocessing import preprocess
 from modelhost.datasets.samples import sample_csv
+from modelhost.datasets.sources import TableSource
 from modelhost.errors import InvalidInput
-from modelhost.nn import build_model
+from modelhost.registry.manifest import WEIGHTS_FILE
 from modelhost.serving.runtimes.torch import TorchRuntime
-from modelhost.training.data import apply_preprocessing, prepare
-from modelhost.training.loop import Cancelled, fit, loss_fn, make_optimizer, train_step
+from modelhost.training.data import prepare
+from modelhost.training.loop import Cancelled, Trainer, fit
 from modelhost.training.package import package
 from modelhost.training.spec import parse_spec
 
@@ -22,7 +24,7 @@ from modelhost.training.spec import parse_spec
 @pytest.fixture(scope="module")
 def iris():
     data, target = sample_csv("iris")
-    return parse_csv(data, "iris.csv"), target
+    return TableSource(parse_csv(data, "iris.csv")), target
 
 
 def spec(**kw):
@@ -43,12 +45,11 @@ def never(*_args) -> bool:
     return False
 
 
-def test_train_step_lowers_the_loss_on_a_fixed_batch() -> None:
-    torch.manual_seed(0)
-    model = build_model("mlp", {"in_features": 4, "out_features": 3, "hidden_sizes": [64]})
-    x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
-    opt = make_optimizer(spec(), model.parameters())
-    losses = [train_step(model, x, y, opt, loss_fn("classification")) for _ in range(150)]
+def test_train_step_lowers_the_loss_on_a_fixed_batch(iris) -> None:
+    table, _ = iris
+    trainer = Trainer(spec(model={"hidden_sizes": [64]}), prepare(table, spec()))
+    x, y = trainer.x[:32], trainer.y[:32]
+    losses = [trainer.train_step(x, y) for _ in range(150)]
     assert losses[-1] < losses[0] * 0.5
 
 
@@ -89,23 +90,24 @@ def test_packaged_version_serves_what_the_loop_measured(iris) -> None:
     table, _ = iris
     s, data = spec(), prepare(table, spec())
     result = fit(s, data, never)
-    manifest, weights = package(s, data, result, run_id=7, dataset_sha256="0" * 64)
+    manifest, files = package(s, data, result, run_id=7, dataset_sha256="0" * 64)
+    weights = files[WEIGHTS_FILE]
     assert set(load(weights)) == set(result.model.state_dict())
     assert manifest.signature.inputs[0].shape == [-1, 4]
     assert [o.name for o in manifest.signature.outputs] == ["label", "probabilities"]
     runtime = TorchRuntime(manifest, weights)
-    raw = table.numeric(data.preprocessing.features)  # serving gets raw features
+    raw = table.table.numeric(data.preprocessing.features)  # serving gets raw features
     out = runtime.predict({"input": raw})
     assert out["label"].shape == (150,) and out["probabilities"].shape == (150, 3)
     with torch.inference_mode():
-        logits = result.model(torch.from_numpy(apply_preprocessing(data.preprocessing, raw)))
+        logits = result.model(torch.from_numpy(preprocess(data.preprocessing, raw)))
     assert (out["label"] == np.array(data.classes)[logits.argmax(-1).numpy()]).all()
     assert np.allclose(out["probabilities"], torch.softmax(logits, -1).numpy(), atol=1e-6)
 
 
 def test_regression_reports_errors_and_serves_floats() -> None:
     data, _ = sample_csv("wine")
-    table = parse_csv(data)
+    table = TableSource(parse_csv(data))
     s = parse_spec(
         {
             "dataset": "wine",
@@ -119,18 +121,22 @@ def test_regression_reports_errors_and_serves_floats() -> None:
     )
     prepared = prepare(table, s)
     result = fit(s, prepared, never)
-    assert set(result.metrics) == {"train_loss", "val_loss", "val_mae", "val_rmse"}
+    assert set(result.metrics) == {"train_loss", "val_loss", "val_mae", "val_rmse", "val_r2"}
+    y_val = prepared.y_val
+    r2 = 1 - result.metrics["val_rmse"] ** 2 / y_val.var()  # R² is 1 - MSE / variance
+    assert result.metrics["val_r2"] == pytest.approx(r2, rel=1e-4) and r2 > 0
     y_val = prepared.y_val
     assert result.metrics["val_rmse"] < y_val.std()  # beats predicting the mean
-    manifest, weights = package(s, prepared, result, 1, "0" * 64)
-    out = TorchRuntime(manifest, weights).predict(
-        {"input": table.numeric(prepared.preprocessing.features)[:5]}
+    manifest, files = package(s, prepared, result, 1, "0" * 64)
+    out = TorchRuntime(manifest, files[WEIGHTS_FILE]).predict(
+        {"input": table.table.numeric(prepared.preprocessing.features)[:5]}
     )
     assert out["prediction"].dtype == np.float32 and out["prediction"].shape == (5,)
 
 
 def test_a_single_class_target_is_refused(iris) -> None:
     table, _ = iris
-    one_class = type(table)(table.columns, table.types, [r for r in table.rows if r[-1] == "0"])
+    t = table.table
+    one_class = type(t)(t.columns, t.types, [r for r in t.rows if r[-1] == "0"])
     with pytest.raises(InvalidInput, match="single class"):
-        prepare(one_class, spec())
+        prepare(TableSource(one_class), spec())

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query
+from pydantic import BaseModel
+
+from modelhost.api.auth import changes_require_role
+from modelhost.api.deps import DB, Executor, Id
+from modelhost.training import compare, sweeps
+from modelhost.training.service import Run
+
+router = APIRouter(prefix="/api/v1", tags=["sweeps"], dependencies=[changes_require_role("admin", "member")])
+
+
+class SubmittedSweep(BaseModel):
+    sweep: sweeps.Sweep
+    runs: list[Run]
+
+
+@router.post("/sweeps", status_code=201)
+def submit_sweep(db: DB, executor: Executor, document: dict[str, Any] = Body()) -> SubmittedSweep:
+    """Queue one run per trial of the spec's ``sweep`` section (grid or random search)."""
+    with db.session() as s:
+        sweep, queued = sweeps.submit_sweep(s, document)
+    for run in queued:
+        executor.launch(run.id)
+    return SubmittedSweep(sweep=sweep, runs=queued)
+
+
+@router.get("/sweeps")
+def list_sweeps(db: DB) -> list[sweeps.Sweep]:
+    with db.session() as s:
+        return sweeps.list_sweeps(s)
+
+
+@router.get("/sweeps/{sweep_id}")
+def show_sweep(sweep_id: Id, db: DB) -> sweeps.Sweep:
+    """The trials with their status and metric value, and the best finished one."""
+    with db.session() as s:
+        return sweeps.get_sweep(s, sweep_id)
+
+
+@router.get("/runs/compare")
+def compare_runs(db: DB, ids: Annotated[list[int], Query(min_length=2, max_length=50)]) -> compare.Comparison:
+    """Runs side by side: ``?ids=3&ids=5``; the settings that differ and the final metrics."""
+    with db.session() as s:
+        return compare.compare_runs(s, ids)
