@@ -34,6 +34,8 @@ def create_app(model: torch.nn.Module) -> FastAPI:
     async def predict(body: Body) -> dict[str, list[int]]:
         with torch.inference_mode():
             logits = model(torch.tensor(body.instances, dtype=torch.float32))
+        if logits.shape[-1] == 1:  # a binary classifier's one logit: class 1 when sigmoid > 0.5
+            return {"predictions": (logits[:, 0] > 0).long().tolist()}
         return {"predictions": logits.softmax(-1).argmax(-1).tolist()}
 
     @app.get("/health")

@@ -144,6 +144,7 @@ class Batcher:
     # --- replica threads -------------------------------------------------------------
 
     def _replica(self) -> None:
+        self.runtime.bind_thread()
         waiting: list[Pending] = []
         while True:
             if not waiting:

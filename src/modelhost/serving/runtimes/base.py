@@ -24,3 +24,7 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch. Raises on model failure; never returns fewer or more rows."""
+
+    def bind_thread(self) -> None:  # noqa: B027  # a hook: most runtimes need nothing here
+        """Called once in each serving thread before its first ``predict``, for settings a
+        math library keeps per calling thread. Does nothing by default."""

@@ -13,12 +13,12 @@ import onnxruntime as ort
 import torch
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
+from modelhost.datasets.preprocessing import preprocess
 from modelhost.errors import InvalidInput
 from modelhost.registry.manifest import Manifest
 from modelhost.registry.onnx_export import LOGITS
 from modelhost.serving.runtimes.base import Runtime
 from modelhost.serving.runtimes.outputs import classifier_outputs
-from modelhost.datasets.preprocessing import preprocess
 
 _NUMPY_DTYPES: dict[str, type] = {
     "tensor(float)": np.float32,
