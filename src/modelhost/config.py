@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     """Intra-op threads of served models; default: cores - 1, so the event loop keeps one."""
     python: str | None = None
     """Interpreter that runs training workers; default the server's own."""
+    run_lease_s: float = Field(30.0, gt=0)
+    """A worker's claim on a run lasts this long without a heartbeat; then the run is re-queued."""
+    run_heartbeat_s: float = Field(5.0, gt=0)
+    """How often a worker renews its claim (at most half the lease)."""
+    run_max_attempts: int = Field(3, ge=1)
+    """Attempts a run gets before a lost worker fails it."""
 
     @field_validator("home")
     @classmethod

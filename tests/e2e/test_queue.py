@@ -34,7 +34,8 @@ def test_a_killed_worker_is_replaced_and_the_run_succeeds(http: httpx.Client, di
     )
     assert r.status_code == 201, r.text
     run_id = http.post("/api/v1/runs", json={**DIGITS_SPEC, "epochs": 30}).json()["id"]
-    first = wait_for(http, run_id, lambda r: r["status"] == "running" and r["step"] > 0, timeout=120)
+    # past two epochs (19 steps each), so the run has a checkpoint to resume from
+    first = wait_for(http, run_id, lambda r: r["status"] == "running" and r["step"] > 40, timeout=120)
     os.kill(first["worker_pid"], signal.SIGKILL)
 
     run = wait_for(http, run_id, lambda r: r["status"] not in ("queued", "running"), timeout=240)
@@ -55,6 +56,8 @@ def test_a_killed_worker_is_replaced_and_the_run_succeeds(http: httpx.Client, di
         and line.endswith("re-queued as attempt 2")
         for line in lines
     )
+    resumed = [line for line in lines if line.startswith("resumed from the checkpoint at step ")]
+    assert len(resumed) == 1 and int(resumed[0].split()[6]) >= 38, resumed  # not from the start
     assert lines[-1] == "registered 'digits-mlp' version 1"
 
 

@@ -38,6 +38,7 @@ from modelhost.observability.metrics import Metrics
 from modelhost.serving.inference import InferenceService
 from modelhost.serving.manager import DeploymentManager
 from modelhost.training.executor import LocalExecutor
+from modelhost.training.queue import QueueOptions
 
 log = logging.getLogger("modelhost.api")
 
@@ -82,7 +83,12 @@ def create_app(settings: Settings | None = None) -> ModelhostApp:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         manager.attach(asyncio.get_running_loop())
         app.state.first_admin_key = bootstrap(settings, db)
-        app.state.executor = LocalExecutor(settings, db)
+        options = QueueOptions.parse(
+            lease_s=settings.run_lease_s,
+            heartbeat_s=settings.run_heartbeat_s,
+            max_attempts=settings.run_max_attempts,
+        )
+        app.state.executor = LocalExecutor(settings, db, options)
         app.state.executor.resume()
         app.state.ready = True
         # Deployments load in the background; /v2/health/ready answers 200 once all are done.

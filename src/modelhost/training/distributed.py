@@ -14,6 +14,7 @@ import datetime as dt
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
@@ -21,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from modelhost.training.checkpoints import CheckpointStore
 from modelhost.training.data import PreparedData
-from modelhost.training.loop import Cancelled, FitResult, ProgressFn, Trainer, fit
+from modelhost.training.loop import Cancelled, FitResult, Position, ProgressFn, Trainer, fit
 from modelhost.training.spec import TrainSpec
 
 COLLECTIVE_TIMEOUT = dt.timedelta(seconds=120)
@@ -45,6 +46,7 @@ def fit_rank(
     init_method: str,
     on_progress: ProgressFn = _never,
     checkpoints: CheckpointStore | None = None,
+    on_resume: Callable[[Position], None] | None = None,
 ) -> FitResult:
     """Join the process group, train this rank's shards, leave the group."""
     cuda = spec.device != "cpu" and torch.cuda.is_available()
@@ -62,7 +64,7 @@ def fit_rank(
         trainer.model = DistributedDataParallel(
             trainer.module, device_ids=[trainer.device.index] if cuda else None
         )
-        return fit(spec, data, on_progress if rank == 0 else _never, checkpoints, trainer)
+        return fit(spec, data, on_progress if rank == 0 else _never, checkpoints, trainer, on_resume)
     finally:
         dist.destroy_process_group()
 

@@ -267,6 +267,7 @@ def fit(
     on_progress: ProgressFn,
     checkpoints: CheckpointStore | None = None,
     trainer: Trainer | None = None,
+    on_resume: Callable[[Position], None] | None = None,
 ) -> FitResult:
     """Train to the end (or early stop), resuming from ``checkpoints`` when it holds one.
 
@@ -277,6 +278,8 @@ def fit(
     saved = checkpoints.load() if checkpoints is not None else None
     if saved is not None:
         t.restore(saved)
+        if on_resume is not None:
+            on_resume(t.pos)
     last_saved = t.pos.step if saved is not None else -1
 
     def save() -> None:

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from modelhost.datasets.service import get_dataset
+from modelhost.datasets.service import ArraysSummary, Dataset, get_dataset
 from modelhost.db import UTCDateTime, utcnow
 from modelhost.errors import Conflict, InvalidInput, NotFound
 from modelhost.training.spec import TrainSpec
@@ -73,20 +73,7 @@ def _row(s: Session, run_id: int) -> RunRow:
 def submit_run(s: Session, spec: TrainSpec) -> Run:
     """Check the spec against its dataset and queue the run."""
     ds = get_dataset(s, spec.dataset)
-    columns = {c.name: c.type for c in ds.columns}
-    target = spec.target or ds.target
-    if target is None:
-        raise InvalidInput(f"target: dataset {ds.name!r} has no default target; name the target column")
-    if target not in columns:
-        raise InvalidInput(f"target: column {target!r} is not in dataset {ds.name!r}")
-    for f in spec.features or []:
-        if f not in columns:
-            raise InvalidInput(f"features: column {f!r} is not in dataset {ds.name!r}")
-        if columns[f] == "str" or f == target:
-            raise InvalidInput(f"features: column {f!r} is not a numeric feature")
-    if spec.task == "regression" and columns[target] == "str":
-        raise InvalidInput(f"target: column {target!r} holds text; a regression target must be numeric")
-    resolved = spec.model_copy(update={"target": target})
+    resolved = resolve_against(spec, ds)
     row = RunRow(
         name=spec.name or spec.model_name,
         status="queued",
@@ -97,6 +84,47 @@ def submit_run(s: Session, spec: TrainSpec) -> Run:
     s.add(row)
     s.flush()
     return _entity(row)
+
+
+def resolve_against(spec: TrainSpec, ds: Dataset) -> TrainSpec:
+    """The spec with its target filled in from the dataset; InvalidInput when the spec asks
+    for what the dataset does not have. (Shapes and values are checked when the data loads.)"""
+    if ds.kind == "text":
+        if spec.task != "language_model":
+            raise InvalidInput(
+                f"task: dataset {ds.name!r} is a text corpus; it trains a language_model (gpt)"
+            )
+        return spec.model_copy(update={"target": None})
+    if spec.task == "language_model":
+        raise InvalidInput(
+            f"task: a language model trains on a text corpus; dataset {ds.name!r} is {ds.kind}"
+        )
+    if ds.kind == "images":
+        if spec.model.architecture != "cnn":
+            raise InvalidInput(f"model.architecture: dataset {ds.name!r} holds images; train a cnn")
+        return spec.model_copy(update={"target": None})  # the labels are the class folders
+    if isinstance(ds.summary, ArraysSummary):
+        names = [a.name for a in ds.summary.arrays]
+        target = spec.target or ds.target or ("y" if "y" in names else None)
+        features = spec.features or ["x"]
+        what, known = "array", names
+    else:
+        columns = {c.name: c.type for c in ds.columns}
+        target = spec.target or ds.target
+        features = spec.features or []
+        what, known = "column", list(columns)
+        if target in columns and spec.task == "regression" and columns[target] == "str":
+            raise InvalidInput(f"target: column {target!r} holds text; a regression target must be numeric")
+    if target is None:
+        raise InvalidInput(f"target: dataset {ds.name!r} has no default target; name the target {what}")
+    for field, name in [("target", target), *(("features", f) for f in features)]:
+        if name not in known:
+            raise InvalidInput(
+                f"{field}: {what} {name!r} is not in dataset {ds.name!r}; it has {', '.join(known)}"
+            )
+    if target in features:
+        raise InvalidInput(f"features: {target!r} is the target")
+    return spec.model_copy(update={"target": target})
 
 
 def list_runs(s: Session, status: RunStatus | None = None, limit: int = 100) -> list[Run]:

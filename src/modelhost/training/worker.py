@@ -35,7 +35,7 @@ from modelhost.training import distributed, queue
 from modelhost.training import service as runs
 from modelhost.training.checkpoints import CheckpointStore
 from modelhost.training.data import PreparedData, prepare
-from modelhost.training.loop import Cancelled, FitResult, fit
+from modelhost.training.loop import Cancelled, FitResult, Position, fit
 from modelhost.training.package import package
 from modelhost.training.queue import QueueOptions
 from modelhost.training.spec import TrainSpec
@@ -154,10 +154,16 @@ def train_and_register(
             return runs.holds_run(s, run_id, worker_id)
 
     checkpoints = CheckpointStore(store, run_id, may_write=still_ours)
+
+    def resumed(at: Position) -> None:
+        _log(
+            db, run_id, f"resumed from the checkpoint at step {at.step} (epoch {at.epoch}, batch {at.batch})"
+        )
+
     if spec.world_size > 1:
-        result = _fit_distributed(db, run_id, spec, data, on_progress, checkpoints)
+        result = _fit_distributed(db, run_id, spec, data, on_progress, checkpoints, resumed)
     else:
-        result = fit(spec, data, on_progress, checkpoints)
+        result = fit(spec, data, on_progress, checkpoints, on_resume=resumed)
     manifest, files = package(spec, data, result, run_id, dataset.sha256)
     with db.session() as s:
         version = register_version(s, store, spec.model_name, manifest, files, run_id, dataset.id)
@@ -174,6 +180,7 @@ def _fit_distributed(
     data: PreparedData,
     on_progress: ProgressReporter,
     checkpoints: CheckpointStore,
+    on_resume: Callable[[Position], None],
 ) -> FitResult:
     """This worker is rank 0; ranks 1..N-1 are subprocesses that read the run themselves."""
     settings = load_settings()
@@ -183,7 +190,7 @@ def _fit_distributed(
         run_id, spec.world_size, init_method, child_env(settings), settings.python or sys.executable
     )
     try:
-        result = distributed.fit_rank(spec, data, 0, init_method, on_progress, checkpoints)
+        result = distributed.fit_rank(spec, data, 0, init_method, on_progress, checkpoints, on_resume)
     finally:
         for proc in ranks:
             try:
