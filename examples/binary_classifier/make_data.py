@@ -1,7 +1,7 @@
 """100 features, a label from a hidden linear rule plus noise: NPZ with x (N, 100), y (N,).
 
-    python examples/binary_classifier/make_data.py binary.npz
-    modelhost datasets upload binary.npz --name binary100
+python examples/binary_classifier/make_data.py binary.npz
+modelhost datasets upload binary.npz --name binary100
 """
 
 import sys

@@ -1,7 +1,7 @@
 """A noisy curve y = sin(x) + x/4 on [-3, 3], as a CSV with columns x and y.
 
-    python examples/regression_curve/make_data.py curve.csv
-    modelhost datasets upload curve.csv --name curve --target y
+python examples/regression_curve/make_data.py curve.csv
+modelhost datasets upload curve.csv --name curve --target y
 """
 
 import sys

@@ -1,7 +1,7 @@
 """Short product reviews labelled pos/neg, as JSONL ({"text": ..., "label": ...} per line).
 
-    python examples/text_classifier/make_data.py reviews.jsonl
-    modelhost datasets upload reviews.jsonl --name reviews --target label
+python examples/text_classifier/make_data.py reviews.jsonl
+modelhost datasets upload reviews.jsonl --name reviews --target label
 """
 
 import json
