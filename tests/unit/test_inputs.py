@@ -18,6 +18,10 @@ def test_instances_become_a_float32_batch() -> None:
     assert x.dtype == np.float32 and x.tolist() == [[1, 2, 3], [4.5, 5, 6]]
     fast = instances_to_array([[1, 2, 3], [4.5, 5, 6]], SIG, max_instances=10, may_hold_bools=False)
     assert fast.dtype == np.float32 and fast.tolist() == [[1, 2, 3], [4.5, 5, 6]]
+    direct = instances_to_array(
+        [[1, 2, 3], [4.5, 5, 6]], SIG, 10, may_hold_bools=False, may_hold_strings=False
+    )
+    assert direct.dtype == np.float32 and direct.tolist() == [[1, 2, 3], [4.5, 5, 6]]
 
 
 @pytest.mark.parametrize(
@@ -32,12 +36,23 @@ def test_instances_become_a_float32_batch() -> None:
         ([{"x": [1, 2, 3]}], "instances[0]: expected the key 'input', got ['x']"),
         ([[1, 2, 3]] * 11, "'instances' has 11 items; at most 10 per request"),
         ([[1, 2, float("nan")]], "instances contain NaN or infinity"),
+        ([[1, 2, 1e39]], "instances contain NaN or infinity"),
+        ([[1, None, 3]], "instances[0]: None is not a number"),
+        ([[1, 2, 3], [4, [5], 6]], "instances[1]: [5] is not a number"),
+        ([[1, 2, 10**400]], "instances contain NaN or infinity"),
     ],
 )
-@pytest.mark.parametrize("may_hold_bools", [True, False])
-def test_bad_instances_are_named(instances: object, message: str, may_hold_bools: bool) -> None:
-    if "True" in message and not may_hold_bools:
-        return  # the caller only takes the vectorised path when the JSON holds no true/false
+@pytest.mark.parametrize(
+    ("may_hold_bools", "may_hold_strings"), [(True, True), (False, True), (False, False)]
+)
+def test_bad_instances_are_named(
+    instances: object, message: str, may_hold_bools: bool, may_hold_strings: bool
+) -> None:
+    # the caller takes the vectorised paths only when the JSON text holds no true/false (and no strings)
+    if ("True" in message and not may_hold_bools) or ("'2'" in message and not may_hold_strings):
+        return
     with pytest.raises(InvalidInput) as e:
-        instances_to_array(instances, SIG, max_instances=10, may_hold_bools=may_hold_bools)
+        instances_to_array(
+            instances, SIG, 10, may_hold_bools=may_hold_bools, may_hold_strings=may_hold_strings
+        )
     assert e.value.message == message

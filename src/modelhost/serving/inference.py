@@ -55,7 +55,8 @@ class InferenceService:
                 raise InvalidInput('body must be a JSON object with an "instances" list')
             sig = arm.signature
             bools = b"true" in body or b"false" in body
-            x = instances_to_array(doc["instances"], sig, self.max_instances, may_hold_bools=bools)
+            strings = body.count(b'"') != 2  # two: the key's own quotes
+            x = instances_to_array(doc["instances"], sig, self.max_instances, bools, strings)
             inputs = {sig.inputs[0].name: x}
             out = await self._submit(arm, inputs, len(x))
             answer = {
