@@ -8,8 +8,10 @@ import httpx
 import pytest
 import torch
 from safetensors.torch import load
+from sklearn.datasets import load_digits
 
 from modelhost.artifacts import open_artifacts
+from modelhost.datasets.formats import to_csv
 from modelhost.db import Database
 from modelhost.registry.manifest import WEIGHTS_FILE
 from modelhost.registry.service import get_version, read_version_file
@@ -126,3 +128,25 @@ def test_a_two_process_data_parallel_run_succeeds(http, digits) -> None:
     assert any(line.startswith("data parallel: 2 processes") for line in lines)
     version = http.get("/api/v1/models/digits-ddp/versions/1").json()
     assert version["manifest"]["metrics"]["val_accuracy"] > 0.85
+
+
+def test_a_given_test_dataset_is_used_whole_and_scored(http, digits) -> None:
+    d = load_digits()
+    rows = [[*map(int, x), int(y)] for x, y in zip(d.data[:300], d.target[:300], strict=True)]
+    held_out = to_csv([f"px{i}" for i in range(64)] + ["digit"], rows)
+    r = http.post("/api/v1/datasets", data={"name": "digits-held-out"}, files={"file": ("t.csv", held_out)})
+    assert r.status_code == 201, r.text
+    spec = {
+        **DIGITS_SPEC,
+        "epochs": 5,
+        "register_as": "digits-given",
+        "split": {"test_dataset": "digits-held-out"},
+    }
+    run = finished(http, http.post("/api/v1/runs", json=spec).json()["id"])
+    assert run["status"] == "succeeded", run["error"]
+    manifest = http.get("/api/v1/models/digits-given/versions/1").json()["manifest"]
+    assert manifest["metrics"]["test_accuracy"] > 0.85
+    assert sum(map(sum, manifest["confusion_matrix"])) == 300  # every held-out image, scored once
+    assert http.post("/api/v1/datasets/samples/classics", json={}).status_code == 201
+    bad = http.post("/api/v1/runs", json={**spec, "split": {"test_dataset": "classics"}})
+    assert bad.status_code == 400 and "split.test_dataset: dataset 'classics' is not table" in bad.text

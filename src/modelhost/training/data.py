@@ -16,10 +16,21 @@ from typing import Any
 
 import numpy as np
 import torch
+from sqlalchemy.orm import Session
 
+from modelhost.artifacts import ArtifactStore
+from modelhost.datasets.formats import Table
 from modelhost.datasets.images import ImagePreprocessing
 from modelhost.datasets.preprocessing import NoPreprocessing, Preprocessing, TabularPreprocessing
-from modelhost.datasets.sources import ArraySource, DataSource, ImageSource, TableSource, TextSource
+from modelhost.datasets.service import get_dataset
+from modelhost.datasets.sources import (
+    ArraySource,
+    DataSource,
+    ImageSource,
+    TableSource,
+    TextSource,
+    load_source,
+)
 from modelhost.datasets.tokenizers import TextPreprocessing
 from modelhost.errors import InvalidInput
 from modelhost.registry.manifest import TensorSpec
@@ -54,13 +65,85 @@ class PreparedData:
     augment: AugmentFn | None = None
 
 
-def split_indices(n: int, spec: TrainSpec) -> Split:
+@dataclass(frozen=True)
+class Given:
+    """How many examples at the end of the combined data came from the spec's own
+    validation and test datasets (in that order)."""
+
+    val: int = 0
+    test: int = 0
+
+
+def split_indices(n: int, spec: TrainSpec, given: Given = Given()) -> Split:
+    """A seeded split of the dataset's own ``n - given`` examples by the spec's ratios — for
+    the splits no dataset was given for — and the given ones as they are."""
+    own = n - given.val - given.test
     seed = spec.split.seed if spec.split.seed is not None else spec.seed
-    order = np.random.default_rng(seed).permutation(n)
-    n_val, n_test = round(n * spec.split.validation), round(n * spec.split.test)
-    if n - n_val - n_test < 1:
-        raise InvalidInput(f"split: the dataset has {n} examples; the split leaves none for training")
-    return Split(train=order[n_val + n_test :], val=order[:n_val], test=order[n_val : n_val + n_test])
+    order = np.random.default_rng(seed).permutation(own)
+    n_val = 0 if given.val else round(own * spec.split.validation)
+    n_test = 0 if given.test else round(own * spec.split.test)
+    if own - n_val - n_test < 1:
+        raise InvalidInput(f"split: the dataset has {own} examples; the split leaves none for training")
+    val = np.arange(own, own + given.val) if given.val else order[:n_val]
+    test = np.arange(own + given.val, n) if given.test else order[n_val : n_val + n_test]
+    return Split(train=order[n_val + n_test :], val=val, test=test)
+
+
+def combine(
+    source: DataSource, validation: DataSource | None, test: DataSource | None
+) -> tuple[DataSource, Given]:
+    """The dataset with the spec's validation and test datasets appended, and their sizes.
+    They must be of the same kind and shape of record as the training dataset."""
+    parts = [p for p in (validation, test) if p is not None]
+    if not parts:
+        return source, Given()
+    for p, role in ((validation, "validation_dataset"), (test, "test_dataset")):
+        if p is not None and type(p) is not type(source):
+            raise InvalidInput(f"split.{role}: it is not the same kind of data as the training dataset")
+    sizes = [_size(p) if p is not None else 0 for p in (validation, test)]
+    given = Given(val=sizes[0], test=sizes[1])
+    if isinstance(source, TableSource):
+        tables = [source.table, *(p.table for p in parts if isinstance(p, TableSource))]
+        if any(tb.columns != source.table.columns for tb in tables):
+            raise InvalidInput(
+                f"split: the given datasets need the training dataset's columns {tables[0].columns}"
+            )
+        types = [
+            t if all(tb.types[i] == t for tb in tables) else "str" for i, t in enumerate(tables[0].types)
+        ]
+        rows = [r for tb in tables for r in tb.rows]
+        return TableSource(Table(tables[0].columns, types, rows)), given
+    if isinstance(source, ArraySource):
+        sets = [source.arrays, *(p.arrays for p in parts if isinstance(p, ArraySource))]
+        if any(set(a) != set(source.arrays) for a in sets):
+            raise InvalidInput(f"split: the given datasets need the arrays {sorted(source.arrays)}")
+        return ArraySource({k: np.concatenate([a[k] for a in sets]) for k in source.arrays}), given
+    if isinstance(source, ImageSource):
+        folders = [source, *(p for p in parts if isinstance(p, ImageSource))]
+        labels = [lab for f in folders for lab in f.labels]
+        return ImageSource([im for f in folders for im in f.images], labels, sorted(set(labels))), given
+    return source, given  # a corpus takes its parts apart: see _corpus
+
+
+def given_splits(
+    s: Session, store: ArtifactStore, spec: TrainSpec
+) -> tuple[DataSource | None, DataSource | None]:
+    """The sources of the spec's validation and test datasets, where it names them."""
+
+    def load(name: str | None) -> DataSource | None:
+        return None if name is None else load_source(s, store, get_dataset(s, name).id)
+
+    return load(spec.split.validation_dataset), load(spec.split.test_dataset)
+
+
+def _size(source: DataSource) -> int:
+    if isinstance(source, TableSource):
+        return len(source.table.rows)
+    if isinstance(source, ArraySource):
+        return len(next(iter(source.arrays.values())))
+    if isinstance(source, ImageSource):
+        return len(source.images)
+    return len(source.text)
 
 
 # --- targets -------------------------------------------------------------------------------
@@ -126,7 +209,7 @@ def _head(spec: TrainSpec, y: np.ndarray, classes: Labels | None) -> dict[str, A
     return {"num_classes": n}
 
 
-def _table(source: TableSource, spec: TrainSpec) -> PreparedData:
+def _table(source: TableSource, spec: TrainSpec, given: Given) -> PreparedData:
     table = source.table
     target = spec.target
     assert target is not None, "submit_run resolves the target"
@@ -136,7 +219,7 @@ def _table(source: TableSource, spec: TrainSpec) -> PreparedData:
     features = spec.features or [c for c in table.columns if c != target]
     text = [f for f in features if types[f] == "str" and f not in spec.preprocessing.categorical]
     y, classes = encode_targets(table.column(target), spec, f"column {target!r}")
-    s = split_indices(len(table.rows), spec)
+    s = split_indices(len(table.rows), spec, given)
     if spec.model.architecture in ("lstm", "gru", "transformer"):
         if len(text) != 1 or len(features) != 1:
             raise InvalidInput(
@@ -192,7 +275,7 @@ def _text_classification(
     )
 
 
-def _arrays(source: ArraySource, spec: TrainSpec) -> PreparedData:
+def _arrays(source: ArraySource, spec: TrainSpec, given: Given) -> PreparedData:
     arrays = source.arrays
     x_name = (spec.features or ["x"])[0]
     y_name = spec.target or "y"
@@ -200,7 +283,7 @@ def _arrays(source: ArraySource, spec: TrainSpec) -> PreparedData:
         if name not in arrays:
             raise InvalidInput(f"{role}: array {name!r} is not in the dataset; it has {', '.join(arrays)}")
     x, (y, classes) = arrays[x_name], encode_targets(arrays[y_name], spec, f"array {y_name!r}")
-    s = split_indices(len(x), spec)
+    s = split_indices(len(x), spec, given)
     arch = spec.model.architecture
     if arch == "cnn":
         return _images(list(x), y, classes, s, spec)
@@ -295,12 +378,17 @@ def _images(
     )
 
 
-def _corpus(source: TextSource, spec: TrainSpec) -> PreparedData:
-    """A contiguous split (the last part of the text is held out), cut into windows."""
+def _corpus(
+    source: TextSource, spec: TrainSpec, validation: TextSource | None, test: TextSource | None
+) -> PreparedData:
+    """A contiguous split (the last part of the text is held out, unless the spec gives the
+    held-out texts), cut into windows."""
     p, text = spec.preprocessing, source.text
-    n_hold = round(len(text) * (spec.split.validation + spec.split.test))
-    n_val = round(len(text) * spec.split.validation)
-    train_text = text[: len(text) - n_hold]
+    n_val = 0 if validation else round(len(text) * spec.split.validation)
+    n_test = 0 if test else round(len(text) * spec.split.test)
+    train_text = text[: len(text) - n_val - n_test]
+    val_text = validation.text if validation else text[len(train_text) : len(train_text) + n_val]
+    test_text = test.text if test else text[len(text) - n_test :]
     block = spec.model.block_size  # type: ignore[union-attr]
     prep = TextPreprocessing.fit([train_text], kind=p.tokenizer, vocab_size=p.vocab_size, max_length=block)
 
@@ -315,8 +403,8 @@ def _corpus(source: TextSource, spec: TrainSpec) -> PreparedData:
     x_tr, y_tr = windows(train_text)
     if len(x_tr) == 0:
         raise InvalidInput(f"model.block_size: the training text is shorter than one block ({block} tokens)")
-    x_va, y_va = windows(text[len(text) - n_hold : len(text) - n_hold + n_val])
-    x_te, y_te = windows(text[len(text) - n_hold + n_val :])
+    x_va, y_va = windows(val_text)
+    x_te, y_te = windows(test_text)
     return PreparedData(
         x_tr,
         y_tr,
@@ -331,16 +419,25 @@ def _corpus(source: TextSource, spec: TrainSpec) -> PreparedData:
     )
 
 
-def prepare(source: DataSource, spec: TrainSpec) -> PreparedData:
+def prepare(
+    source: DataSource,
+    spec: TrainSpec,
+    validation: DataSource | None = None,
+    test: DataSource | None = None,
+) -> PreparedData:
+    """The run's tensors; ``validation``/``test``: the spec's given split datasets, if any."""
     if spec.task == "language_model" and not isinstance(source, TextSource):
         raise InvalidInput("task: a language model trains on a text dataset")
     if isinstance(source, TextSource):
         if spec.task != "language_model":
             raise InvalidInput("task: a text corpus trains a language_model (architecture gpt)")
-        return _corpus(source, spec)
+        combine(source, validation, test)  # the kinds must match
+        return _corpus(source, spec, validation, test)  # type: ignore[arg-type]
+    source, given = combine(source, validation, test)
     if isinstance(source, ImageSource):
         y, classes = encode_targets(source.labels, spec, "the image classes")
-        return _images(source.images, y, classes, split_indices(len(source.images), spec), spec)
+        return _images(source.images, y, classes, split_indices(len(source.images), spec, given), spec)
     if isinstance(source, ArraySource):
-        return _arrays(source, spec)
-    return _table(source, spec)
+        return _arrays(source, spec, given)
+    assert isinstance(source, TableSource)
+    return _table(source, spec, given)

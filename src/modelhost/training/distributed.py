@@ -97,7 +97,7 @@ def _rank_main(run_id: int, rank: int, init_method: str) -> int:
     from modelhost.datasets.sources import load_source
     from modelhost.db import Database
     from modelhost.training import service as runs
-    from modelhost.training.data import prepare
+    from modelhost.training.data import given_splits, prepare
 
     settings = load_settings()
     db = Database(settings.resolved_database_url)
@@ -106,8 +106,10 @@ def _rank_main(run_id: int, rank: int, init_method: str) -> int:
         run = runs.get_run(s, run_id)
         spec = TrainSpec.model_validate(run.spec)
         source = load_source(s, store, run.dataset_id)
+        validation, test = given_splits(s, store, spec)
+    data = prepare(source, spec, validation, test)
     try:
-        fit_rank(spec, prepare(source, spec), rank, init_method, checkpoints=CheckpointStore(store, run_id))
+        fit_rank(spec, data, rank, init_method, checkpoints=CheckpointStore(store, run_id))
     except Cancelled:  # rank 0 was asked to stop, and every rank stopped with it
         pass
     finally:

@@ -74,6 +74,10 @@ def submit_run(s: Session, spec: TrainSpec) -> Run:
     """Check the spec against its dataset and queue the run."""
     ds = get_dataset(s, spec.dataset)
     resolved = resolve_against(spec, ds)
+    for role in ("validation_dataset", "test_dataset"):
+        name = getattr(spec.split, role)
+        if name is not None and get_dataset(s, name).kind != ds.kind:
+            raise InvalidInput(f"split.{role}: dataset {name!r} is not {ds.kind} like {ds.name!r}")
     row = RunRow(
         name=spec.name or spec.model_name,
         status="queued",

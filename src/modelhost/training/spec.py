@@ -203,6 +203,18 @@ class SplitSpec(_Strict):
     test: float = Field(0.0, ge=0.0, lt=1.0)
     seed: int | None = None
     """Default: the run's seed."""
+    validation_dataset: str | None = None
+    """A dataset of the same kind used whole as the validation split (``validation`` is then unused)."""
+    test_dataset: str | None = None
+    """A dataset of the same kind used whole as the test split (``test`` is then unused)."""
+
+    @field_validator("validation_dataset", "test_dataset")
+    @classmethod
+    def _dataset_names(cls, v: str | None) -> str | None:
+        try:
+            return v if v is None else check_name("dataset", v)
+        except InvalidInput as e:
+            raise ValueError(e.message) from None
 
     @model_validator(mode="after")
     def _leaves_training_rows(self) -> SplitSpec:

@@ -34,7 +34,7 @@ from modelhost.registry.service import register_version
 from modelhost.training import distributed, queue
 from modelhost.training import service as runs
 from modelhost.training.checkpoints import CheckpointStore
-from modelhost.training.data import PreparedData, prepare
+from modelhost.training.data import PreparedData, given_splits, prepare
 from modelhost.training.loop import Cancelled, FitResult, Position, fit
 from modelhost.training.package import package
 from modelhost.training.queue import QueueOptions
@@ -147,7 +147,8 @@ def train_and_register(
         spec = TrainSpec.model_validate(run.spec)
         dataset = get_dataset_by_id(s, run.dataset_id)
         source = load_source(s, store, run.dataset_id)
-    data = prepare(source, spec)
+        validation, test = given_splits(s, store, spec)
+    data = prepare(source, spec, validation, test)
 
     def still_ours() -> bool:
         with db.session() as s:
