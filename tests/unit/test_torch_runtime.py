@@ -12,6 +12,7 @@ from safetensors.torch import save
 
 from modelhost.nn import build_model
 from modelhost.registry.manifest import Manifest, Signature, TensorSpec
+from modelhost.serving.runtimes.outputs import ClassifierOutputs
 from modelhost.serving.runtimes.torch import TorchRuntime, trace
 
 MODELS: dict[str, tuple[dict[str, Any], int]] = {
@@ -74,3 +75,24 @@ def test_architectures_with_control_flow_are_not_traced() -> None:
     config = {"vocab_size": 20, "num_classes": 3, "embed_dim": 8, "hidden_size": 8}
     rt = runtime("lstm", config, 5)
     assert rt.traced is None
+
+
+def test_binary_outputs_are_the_sigmoid_and_a_tie_picks_the_first_class() -> None:
+    manifest = runtime("mlp", *MODELS["mlp"]).manifest.model_copy(
+        update={"task": "binary", "classes": [3, 7]}
+    )
+    logits = np.array([[-2.0], [0.0], [1.5]], dtype=np.float32)
+    out = ClassifierOutputs(manifest)(logits)
+    positive = 1 / (1 + np.exp(-logits[:, 0]))
+    np.testing.assert_allclose(out["probabilities"], np.stack([1 - positive, positive], axis=1), rtol=1e-6)
+    assert out["probabilities"].dtype == np.float32
+    assert out["label"].tolist() == [3, 3, 7]
+
+
+def test_class_outputs_are_the_softmax_and_the_label_of_its_argmax() -> None:
+    manifest = runtime("mlp", *MODELS["mlp"]).manifest.model_copy(update={"classes": ["a", "b", "c"]})
+    logits = np.array([[0.0, 2.0, 1.0], [5.0, 5.0, -1.0]], dtype=np.float32)
+    out = ClassifierOutputs(manifest)(logits)
+    expected = torch.from_numpy(logits).softmax(-1).numpy()
+    np.testing.assert_allclose(out["probabilities"], expected, rtol=1e-6)
+    assert out["label"].tolist() == ["b", "a"]

@@ -18,7 +18,7 @@ from modelhost.errors import InvalidInput
 from modelhost.registry.manifest import Manifest
 from modelhost.registry.onnx_export import LOGITS
 from modelhost.serving.runtimes.base import Runtime
-from modelhost.serving.runtimes.outputs import classifier_outputs
+from modelhost.serving.runtimes.outputs import ClassifierOutputs
 
 _NUMPY_DTYPES: dict[str, type] = {
     "tensor(float)": np.float32,
@@ -70,6 +70,7 @@ class OnnxRuntime(Runtime):
         self.session = ort.InferenceSession(model, session_options(), providers=["CPUExecutionProvider"])
         self._imported = manifest.architecture == "onnx"
         self._input = manifest.signature.inputs[0].name
+        self._outputs_of = ClassifierOutputs(manifest)
         self._dtypes = {i.name: _NUMPY_DTYPES.get(i.type, np.float32) for i in self.session.get_inputs()}
         self._outputs = [o.name for o in self.session.get_outputs()]
         self._chunk = _fixed_batch(self.session)
@@ -79,7 +80,7 @@ class OnnxRuntime(Runtime):
             x = preprocess(self.manifest.preprocessing, inputs[self._input])  # float32
             # token ids: the graph takes them as int64 (a no-op cast for float graphs)
             (logits,) = self._run([LOGITS], {self._input: _cast(self._input, x, self._dtypes[self._input])})
-            return classifier_outputs(self.manifest, logits)
+            return self._outputs_of(logits)
         missing = [name for name in self._dtypes if name not in inputs]
         if missing:
             raise InvalidInput(f"missing input {missing[0]!r}; the model takes {', '.join(self._dtypes)}")

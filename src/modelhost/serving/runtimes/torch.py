@@ -23,7 +23,7 @@ from modelhost.datasets.preprocessing import preprocess
 from modelhost.nn import build_model
 from modelhost.registry.manifest import Manifest
 from modelhost.serving.runtimes.base import Runtime
-from modelhost.serving.runtimes.outputs import classifier_outputs
+from modelhost.serving.runtimes.outputs import ClassifierOutputs
 
 log = logging.getLogger("modelhost.serving")
 
@@ -68,6 +68,7 @@ class TorchRuntime(Runtime):
         self.model.load_state_dict(load(weights), strict=True)
         self.model.eval()
         self._input = manifest.signature.inputs[0].name
+        self._outputs_of = ClassifierOutputs(manifest)
         flat_width = TRACEABLE.get(manifest.architecture)
         self._width = flat_width(self.model.config) if flat_width else None
         self.traced = trace(self.model, self._width) if self._width else None
@@ -90,4 +91,4 @@ class TorchRuntime(Runtime):
         x = preprocess(self.manifest.preprocessing, inputs[self._input])
         with torch.inference_mode():
             out = self.forward(torch.from_numpy(x)).numpy()
-        return classifier_outputs(self.manifest, out)
+        return self._outputs_of(out)
