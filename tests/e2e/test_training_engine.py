@@ -150,3 +150,16 @@ def test_a_given_test_dataset_is_used_whole_and_scored(http, digits) -> None:
     assert http.post("/api/v1/datasets/samples/classics", json={}).status_code == 201
     bad = http.post("/api/v1/runs", json={**spec, "split": {"test_dataset": "classics"}})
     assert bad.status_code == 400 and "split.test_dataset: dataset 'classics' is not table" in bad.text
+
+
+def test_runs_metrics_and_logs_follow_until_the_run_ends(http, server, digits) -> None:
+    run_id = http.post("/api/v1/runs", json={**DIGITS_SPEC, "epochs": 3, "register_as": "followed"}).json()[
+        "id"
+    ]
+    metrics = cli(server, "runs", "metrics", str(run_id), "--follow", "--key", "val_accuracy").stdout
+    assert [line.split()[:4] for line in metrics.splitlines()] == [
+        ["step", str(19 * e), "epoch", str(e)] for e in (1, 2, 3)
+    ]
+    assert http.get(f"/api/v1/runs/{run_id}").json()["status"] == "succeeded"  # it ran to the end
+    logs = cli(server, "runs", "logs", str(run_id), "-f").stdout
+    assert "registered 'followed' version 1" in logs.splitlines()[-1]

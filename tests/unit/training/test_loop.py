@@ -140,3 +140,28 @@ def test_a_single_class_target_is_refused(iris) -> None:
     one_class = type(t)(t.columns, t.types, [r for r in t.rows if r[-1] == "0"])
     with pytest.raises(InvalidInput, match="single class"):
         prepare(TableSource(one_class), spec())
+
+
+def test_bf16_mixed_precision_trains_on_a_cpu(iris) -> None:
+    table, _ = iris
+    s = spec(precision="bf16")
+    result = fit(s, prepare(table, s), never)
+    assert result.metrics["val_accuracy"] >= 0.85
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())  # master weights stay fp32
+
+
+def test_fp16_is_refused_without_cuda(iris) -> None:
+    table, _ = iris
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; fp16 is valid here")
+    s = spec(precision="fp16")
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        fit(s, prepare(table, s), never)
+
+
+def test_early_stopping_stops_and_restores_the_best_epoch(iris) -> None:
+    table, _ = iris
+    s = spec(epochs=200, early_stopping={"metric": "val_loss", "patience": 3}, optimizer={"lr": 0.05})
+    result = fit(s, prepare(table, s), never)
+    assert result.stopped_early_at is not None and result.stopped_early_at < 200
+    assert result.metrics["best_val_loss"] <= result.metrics["val_loss"]
