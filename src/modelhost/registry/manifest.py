@@ -41,7 +41,7 @@ class Manifest(BaseModel):
     format_version: int = 1
     architecture: str
     config: dict[str, Any]
-    task: Literal["classification", "binary", "regression", "language_model", "custom"]
+    task: Literal["classification", "binary", "regression", "language_model", "embedding", "custom"]
     """``binary``: one logit (sigmoid); ``custom``: an imported graph whose outputs are returned
     verbatim, by their own names."""
     signature: Signature
