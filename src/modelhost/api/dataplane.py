@@ -9,14 +9,17 @@ also declared, for the OpenAPI description. Auth and body-size checks wrap this 
 A client that disconnects while its request waits has it cancelled, which drops it from
 the batch queue before it is computed. Listening for the disconnect takes a task, so a
 request starts listening only once it has waited ``DISCONNECT_WATCH_AFTER_S``: most are
-answered sooner, and a request dropped from the queue saves nothing once it has run.
+answered sooner, and what a dropped request saves is a forward pass it has not had yet.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,7 +29,7 @@ from modelhost.serving.inference import InferenceService
 
 log = logging.getLogger("modelhost.api")
 Handler = Callable[[bytes, int | None], Awaitable[tuple[bytes, dict[str, str]]]]
-DISCONNECT_WATCH_AFTER_S = 0.002
+DISCONNECT_WATCH_AFTER_S = 0.05
 
 
 class ClientGone(Exception):
@@ -81,6 +84,7 @@ def header_length(scope: Scope) -> int | None:
 class DataPlane:
     def __init__(self, app: ASGIApp, service: InferenceService, max_body_bytes: int) -> None:
         self.app, self.service, self.max_body = app, service, max_body_bytes
+        self.disconnects = DisconnectWatch()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = (
@@ -93,7 +97,7 @@ class DataPlane:
             return
         try:
             body = await read_body(receive, self.max_body)
-            payload, headers = await answer(handler(body, header_length(scope)), receive)
+            payload, headers = await self.disconnects.answer(handler(body, header_length(scope)), receive)
         except ClientGone:
             return
         except PlatformError as e:
@@ -111,38 +115,79 @@ class DataPlane:
         await send({"type": "http.response.body", "body": payload})
 
 
-async def answer(
-    work: Awaitable[tuple[bytes, dict[str, str]]], receive: Receive
-) -> tuple[bytes, dict[str, str]]:
-    """Await ``work`` in this task; raise ClientGone (having cancelled it, which drops a
-    queued request) if the client disconnects first. The watch starts after
-    ``DISCONNECT_WATCH_AFTER_S``, so quick answers cost no extra task."""
-    task = asyncio.current_task()
-    assert task is not None, "called from a request's task"
+@dataclass(eq=False, slots=True)
+class _Waiting:
+    """A request awaiting its answer, and (once it has waited long enough) its watch."""
+
+    task: asyncio.Task[Any]
+    receive: Receive
+    due: float  # loop time at which to start listening for the disconnect
+    answered: bool = False
+    gone: bool = False
     watch: asyncio.Future[Message] | None = None
-    gone = False
 
-    def on_message(done: asyncio.Future[Message]) -> None:
-        nonlocal gone
-        if not done.cancelled() and done.exception() is None and done.result()["type"] == "http.disconnect":
-            gone = True
-            task.cancel()
+    def listen(self) -> None:
+        self.watch = asyncio.ensure_future(self.receive())
+        self.watch.add_done_callback(self._on_message)
 
-    def start_watch() -> None:
-        nonlocal watch
-        watch = asyncio.ensure_future(receive())
-        watch.add_done_callback(on_message)
+    def _on_message(self, done: asyncio.Future[Message]) -> None:
+        if self.answered or done.cancelled() or done.exception() is not None:
+            return
+        if done.result()["type"] == "http.disconnect":
+            self.gone = True
+            self.task.cancel()
 
-    timer = asyncio.get_running_loop().call_later(DISCONNECT_WATCH_AFTER_S, start_watch)
-    try:
-        return await work
-    except asyncio.CancelledError:
-        if not gone:  # cancelled from outside (server shutdown): not ours to swallow
-            raise
-        task.uncancel()
-        raise ClientGone from None
-    finally:
-        timer.cancel()
-        if watch is not None:
-            watch.remove_done_callback(on_message)
-            watch.cancel()
+    def stop(self) -> None:
+        self.answered = True
+        if self.watch is not None:
+            self.watch.remove_done_callback(self._on_message)
+            self.watch.cancel()
+
+
+class DisconnectWatch:
+    """Cancels a request whose client disconnects once it has waited ``after_s``. Requests
+    wait in the order they came and come due in that order, so one timer serves them all."""
+
+    def __init__(self, after_s: float = DISCONNECT_WATCH_AFTER_S) -> None:
+        self.after_s = after_s
+        self._waiting: deque[_Waiting] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def answer(
+        self, work: Awaitable[tuple[bytes, dict[str, str]]], receive: Receive
+    ) -> tuple[bytes, dict[str, str]]:
+        """Await ``work`` in this task; raise ClientGone (having cancelled it, which drops a
+        queued request) if the client disconnects first."""
+        task = asyncio.current_task()
+        assert task is not None, "called from a request's task"
+        loop = task.get_loop()
+        if loop is not self._loop:  # a new event loop (tests run several): start afresh
+            self._loop, self._waiting, self._timer = loop, deque(), None
+        waiting = self._waiting
+        while waiting and waiting[0].answered:
+            waiting.popleft()
+        request = _Waiting(task, receive, loop.time() + self.after_s)
+        waiting.append(request)
+        if self._timer is None:
+            self._timer = loop.call_at(request.due, self._listen_to_due)
+        try:
+            return await work
+        except asyncio.CancelledError:
+            if not request.gone:  # cancelled from outside (server shutdown): not ours to swallow
+                raise
+            task.uncancel()
+            raise ClientGone from None
+        finally:
+            request.stop()
+
+    def _listen_to_due(self) -> None:
+        assert self._loop is not None
+        self._timer = None
+        now, waiting = self._loop.time(), self._waiting
+        while waiting and (waiting[0].answered or waiting[0].due <= now):
+            request = waiting.popleft()
+            if not request.answered:
+                request.listen()
+        if waiting:
+            self._timer = self._loop.call_at(waiting[0].due, self._listen_to_due)

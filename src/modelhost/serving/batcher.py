@@ -15,6 +15,7 @@ event loop is about to go idle instead of fighting it for the GIL.
 from __future__ import annotations
 
 import asyncio
+import collections
 import queue
 import threading
 import time
@@ -64,11 +65,6 @@ class BatchObserver:
 _STOP = object()
 
 
-def _expire(future: asyncio.Future[Arrays], timeout_ms: float) -> None:
-    if not future.done():
-        future.set_exception(GatewayTimeout(f"no answer within {timeout_ms:g} ms"))
-
-
 def _deliver(batch: list[Pending], out: Arrays | BaseException) -> None:
     """On the event loop: answer each request of a batch with its own rows (or the error)."""
     start = 0
@@ -97,6 +93,10 @@ class Batcher:
         self._loop = asyncio.get_running_loop()
         self._inbox: queue.SimpleQueue[list[Pending] | object] = queue.SimpleQueue()
         self._turn: list[Pending] = []  # submitted during this turn of the event loop
+        # Every request has the same timeout, so they come due in the order they came: one
+        # timer, armed for the oldest, serves them all (a timer per request costs more).
+        self._by_age: collections.deque[Pending] = collections.deque()
+        self._expiry: asyncio.TimerHandle | None = None
         self._inflight = 0
         self._closing = False
         self._drained = asyncio.Event()
@@ -125,16 +125,39 @@ class Batcher:
         if not self._turn:
             self._loop.call_soon(self._hand_over)  # runs after this turn's other callbacks
         self._turn.append(item)
-        expiry = self._loop.call_later(
-            self.config.timeout_ms / 1000, _expire, item.future, self.config.timeout_ms
-        )
+        self._watch_deadline(item)
         try:
             return await item.future
         finally:
-            expiry.cancel()
             self._inflight -= 1
             if self._closing and self._inflight == 0:
                 self._drained.set()
+
+    def _watch_deadline(self, item: Pending) -> None:
+        by_age = self._by_age
+        while by_age and by_age[0].future.done():  # answered: forget them
+            by_age.popleft()
+        by_age.append(item)
+        if len(by_age) > 4 * self.config.max_queue:  # answered ones behind a slow one pile up
+            self._by_age = collections.deque(p for p in by_age if not p.future.done())
+        if self._expiry is None:
+            self._arm_expiry()
+
+    def _arm_expiry(self) -> None:
+        due = self._by_age[0].enqueued + self.config.timeout_ms / 1000
+        self._expiry = self._loop.call_later(max(0.0, due - time.perf_counter()), self._expire)
+
+    def _expire(self) -> None:
+        """Answer GatewayTimeout to every request past its deadline (a queued one is then
+        dropped before it is computed)."""
+        self._expiry = None
+        now, timeout_s, by_age = time.perf_counter(), self.config.timeout_ms / 1000, self._by_age
+        while by_age and (by_age[0].future.done() or by_age[0].enqueued + timeout_s <= now):
+            p = by_age.popleft()
+            if not p.future.done():
+                p.future.set_exception(GatewayTimeout(f"no answer within {self.config.timeout_ms:g} ms"))
+        if by_age:
+            self._arm_expiry()
 
     def _hand_over(self) -> None:
         """Queue what this turn of the event loop submitted: one put, one wake-up."""
@@ -212,6 +235,8 @@ class Batcher:
         self._closing = True
         if self._inflight:
             await self._drained.wait()
+        if self._expiry is not None:
+            self._expiry.cancel()
         for _ in self._threads:
             self._inbox.put(_STOP)
         for t in self._threads:
