@@ -145,9 +145,20 @@ def call_times(
     return times[20:]  # the first calls warm up
 
 
+@dataclass(frozen=True)
+class Server:
+    url: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used so far, all its threads (user + system)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
-def running(cmd: list[str], env: dict[str, str], log: Path, health: str) -> Iterator[str]:
-    """Run ``cmd`` ("PORT": a free port) until ``health`` answers 200, yield its URL; always stop it."""
+def running(cmd: list[str], env: dict[str, str], log: Path, health: str) -> Iterator[Server]:
+    """Run ``cmd`` ("PORT": a free port) until ``health`` answers 200, yield it; always stop it."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = str(sock.getsockname()[1])
@@ -163,7 +174,7 @@ def running(cmd: list[str], env: dict[str, str], log: Path, health: str) -> Iter
             time.sleep(0.1)
         else:
             raise RuntimeError(f"{' '.join(cmd[:4])} did not start:\n{log.read_text()}")
-        yield url
+        yield Server(url, proc.pid)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -174,7 +185,7 @@ def running(cmd: list[str], env: dict[str, str], log: Path, health: str) -> Iter
                 proc.wait()
 
 
-def modelhost(home: Path, workdir: Path) -> contextlib.AbstractContextManager[str]:
+def modelhost(home: Path, workdir: Path) -> contextlib.AbstractContextManager[Server]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELHOST_")}
     env.update(MODELHOST_HOME=str(home), MODELHOST_ADMIN_KEY=ADMIN_KEY)
     env["MODELHOST_TORCH_THREADS"] = str(SERVER_THREADS)
@@ -182,7 +193,7 @@ def modelhost(home: Path, workdir: Path) -> contextlib.AbstractContextManager[st
     return running(cmd, env, workdir / "modelhost.log", "/v2/health/ready")
 
 
-def baseline(spec: ModelSpec, weights: Path, workdir: Path) -> contextlib.AbstractContextManager[str]:
+def baseline(spec: ModelSpec, weights: Path, workdir: Path) -> contextlib.AbstractContextManager[Server]:
     cmd = [sys.executable, str(BENCH / "baseline_fastapi.py"), "--arch", spec.name,
            "--config", json.dumps(spec.config), "--weights", str(weights), "--port", "PORT"]  # fmt: skip
     return running(cmd, dict(os.environ), workdir / f"baseline-{spec.name}.log", "/health")
@@ -239,16 +250,35 @@ def deploy(spec: ModelSpec, modelhost: str, baseline: str) -> None:
     assert a.json()["predictions"] == b.json()["predictions"], (a.text, b.text)
 
 
-def load_matrix(targets: dict[str, dict[str, tuple[str, Path]]], duration: float) -> dict[str, Any]:
+Target = tuple[Server, str, Path]  # the server, the URL to load, the wrk script
+
+
+def load_point(target: Target, concurrency: int, duration: float) -> dict[str, Any]:
+    """One wrk run, plus the CPU the server used for it: cores, and microseconds per request
+    (all its threads; a measure of work done that the machine's noise moves far less than
+    requests/s)."""
+    server, url, script = target
+    cpu, start = server.cpu_seconds(), time.perf_counter()
+    r = run_wrk(url, script, concurrency, duration)
+    cpu, elapsed = server.cpu_seconds() - cpu, time.perf_counter() - start
+    return {
+        **r,
+        "server_cpu_cores": cpu / elapsed,
+        "server_cpu_us_per_request": cpu / max(1, r["requests"]) * 1e6,
+    }
+
+
+def load_matrix(targets: dict[str, dict[str, Target]], duration: float) -> dict[str, Any]:
     """Every model x concurrency; modelhost and the baseline alternate, so drift hits both."""
-    for url, script in (t for pair in targets.values() for t in pair.values()):
+    for _, url, script in (t for pair in targets.values() for t in pair.values()):
         run_wrk(url, script, 8, min(duration, 3))  # warm-up
     out: dict[str, Any] = {m: {"modelhost": {}, "baseline": {}} for m in targets}
     for model, pair in targets.items():
         for c in CONCURRENCIES:
-            for server, (url, script) in pair.items():
-                out[model][server][str(c)] = r = run_wrk(url, script, c, duration)
-                print(f"  {model} c={c:<4} {server:9} {r['rps']:6.0f} req/s  p99 {r['p99_ms']:.2f} ms")
+            for name, target in pair.items():
+                out[model][name][str(c)] = r = load_point(target, c, duration)
+                print(f"  {model} c={c:<4} {name:9} {r['rps']:6.0f} req/s  p99 {r['p99_ms']:.2f} ms  "
+                      f"server CPU {r['server_cpu_us_per_request']:.0f} us/request")  # fmt: skip
     return out
 
 
@@ -263,18 +293,18 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         mh, targets = stack.enter_context(modelhost(home, workdir)), {}
         for s in MODELS:
             bl = stack.enter_context(baseline(s, weights[s.name], workdir))
-            deploy(s, mh, bl)
+            deploy(s, mh.url, bl.url)
             body = {"instances": [instance(s)]}
-            predict = f"{mh}/v1/models/{s.name}:predict"
+            predict = f"{mh.url}/v1/models/{s.name}:predict"
             targets[s.name] = {
-                "modelhost": (predict, wrk_script(workdir / f"mh-{s.name}.lua", body, True)),
-                "baseline": (f"{bl}/predict", wrk_script(workdir / f"bl-{s.name}.lua", body, False)),
+                "modelhost": (mh, predict, wrk_script(workdir / f"mh-{s.name}.lua", body, True)),
+                "baseline": (bl, f"{bl.url}/predict", wrk_script(workdir / f"bl-{s.name}.lua", body, False)),
             }
         print(f"load: wrk -t1, {args.duration:g} s per point", flush=True)
         load = load_matrix(targets, args.duration)
         tensor = {"name": "input", "shape": [1, 784], "datatype": "FP32", "data": instance(MODELS[0])}
         v2 = wrk_script(workdir / "v2.lua", {"inputs": [tensor]}, True)
-        oip = run_wrk(f"{mh}/v2/models/cnn/infer", v2, 32, args.duration)
+        oip = load_point((mh, f"{mh.url}/v2/models/cnn/infer", v2), 32, args.duration)
     models = {s.name: {**load[s.name], "ceiling": ceilings[s.name]} for s in MODELS}
     return {"models": models, "oip_v2_cnn_c32": oip}
 
@@ -306,9 +336,10 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
 
 def report(res: dict[str, Any]) -> None:
     def row(r: dict[str, Any]) -> str:
-        return f"{r['rps']:7.0f} {r['p50_ms']:7.2f} {r['p90_ms']:7.2f} {r['p99_ms']:7.2f} {r['errors']:4}"
+        latency = f"{r['p50_ms']:7.2f} {r['p90_ms']:7.2f} {r['p99_ms']:7.2f}"
+        return f"{r['rps']:7.0f} {latency} {r['errors']:4} {r['server_cpu_us_per_request']:6.0f}"
 
-    cols = f"{'req/s':>7} {'p50':>7} {'p90':>7} {'p99':>7} {'err':>4}"
+    cols = f"{'req/s':>7} {'p50':>7} {'p90':>7} {'p99':>7} {'err':>4} {'cpu us':>6}"
     head = f"   c | {'modelhost':9} {cols} | {'baseline':9} {cols} | ratio"
     for name, m in res["models"].items():
         print(f"\n{name} (latency in ms)\n{head}")
@@ -330,6 +361,40 @@ def report(res: dict[str, Any]) -> None:
     print()
     for t in res["targets"]:
         print(f"{'PASS' if t['pass'] else 'FAIL'}  {t['target']}: {t['detail']}")
+
+
+def markdown(res: dict[str, Any]) -> str:
+    """The tables of a results file as BENCHMARKS.md shows them."""
+
+    def cells(r: dict[str, Any]) -> str:
+        values = (f"{r['rps']:.0f}", *(f"{r[f'p{q}_ms']:.2f}" for q in (50, 90, 99)), str(r["errors"]))
+        return " | ".join((*values, f"{r['server_cpu_us_per_request']:.0f}"))
+
+    head = "req/s | p50 | p90 | p99 | err | CPU µs/req"
+    out = []
+    for name, m in res["models"].items():
+        out += [f"### {name.upper()} (latency in ms; CPU: the server process's, per request)", ""]
+        out += [f"| c | modelhost {head} | baseline {head} | ratio |", "|---" * 14 + "|"]
+        for c in CONCURRENCIES:
+            a, b = m["modelhost"][str(c)], m["baseline"][str(c)]
+            out.append(f"| {c} | {cells(a)} | {cells(b)} | {a['rps'] / b['rps']:.2f}x |")
+        out.append("")
+    out += ["### In-process ceiling, rows/s (as served; the untraced module in brackets)", ""]
+    out += [
+        "| batch | " + " | ".join(str(b) for b in BATCH_SIZES) + " |",
+        "|---" * (len(BATCH_SIZES) + 1) + "|",
+    ]
+    for name, m in res["models"].items():
+        c = m["ceiling"]
+        rates = (
+            f"{c['rows_per_s'][str(b)]:.0f} ({c['module']['rows_per_s'][str(b)]:.0f})" for b in BATCH_SIZES
+        )
+        out.append(f"| {name.upper()} | " + " | ".join(rates) + " |")
+    out += ["", "| target | result |", "|---|---|"]
+    out += [
+        f"| {t['target']} | {'PASS' if t['pass'] else '**FAIL**'} {t['detail']} |" for t in res["targets"]
+    ]
+    return "\n".join(out)
 
 
 def machine() -> dict[str, Any]:
@@ -354,7 +419,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10, help="seconds per load point (default 10)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 3 s points, a short ceiling")
+    parser.add_argument(
+        "--markdown", type=Path, help="print a results file's tables for BENCHMARKS.md; run nothing"
+    )
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return
     args.duration = min(args.duration, 3) if args.quick else args.duration
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds through the finally-blocks
     with one_at_a_time(), tempfile.TemporaryDirectory(prefix="modelhost-bench-") as tmp:
