@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from modelhost.nn.bert import Bert, BertConfig
 from modelhost.nn.cnn import CNN, CNNConfig
 from modelhost.nn.gpt import GPT, GPTConfig
 from modelhost.nn.mlp import MLP, MLPConfig
@@ -24,6 +25,7 @@ ARCHITECTURES: dict[str, tuple[type[nn.Module], type[Any]]] = {
     "gru": (GRU, RNNConfig),
     "transformer": (TransformerClassifier, TransformerClassifierConfig),
     "gpt": (GPT, GPTConfig),
+    "bert": (Bert, BertConfig),
 }
 
 
@@ -45,6 +47,8 @@ __all__ = [
     "GRU",
     "LSTM",
     "MLP",
+    "Bert",
+    "BertConfig",
     "CNNConfig",
     "GPTConfig",
     "MLPConfig",
