@@ -44,9 +44,8 @@ class BertConfig:
     pad_token_id: int = 0
     pooling: Literal["mean", "cls"] = "mean"
     normalize: bool = False  # L2-normalise the pooled vector (sentence-transformers' Normalize module)
-    max_length: int = (
-        512  # tokens a text is truncated to before encoding (sentence-transformers' max_seq_length)
-    )
+    # tokens a text is truncated to before encoding (sentence-transformers' max_seq_length)
+    max_length: int = 512
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_attention_heads:
@@ -230,9 +229,8 @@ def bert_state_dict(config: BertConfig, tensors: dict[str, torch.Tensor]) -> dic
     """A Hugging Face BERT state dict (names as ``bert_from_hf`` takes them) renamed for ``Bert(config)``:
     for a version that keeps Hugging Face's names on disk. Raises InvalidInput as ``bert_from_hf`` does."""
     state: dict[str, torch.Tensor] = {}
-    qkv: dict[
-        str, dict[str, torch.Tensor]
-    ] = {}  # native qkv name -> {"query": ..., "key": ..., "value": ...}
+    # native qkv name -> {"query": ..., "key": ..., "value": ...}
+    qkv: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in tensors.items():
         name = _hf_name(key)
         if qkv_part := _QKV.fullmatch(name):
@@ -285,8 +283,8 @@ def _config_from_hf(config: dict[str, Any]) -> BertConfig:
     missing = [f for f in fields if not isinstance(config.get(f), int)]
     if missing:
         raise InvalidInput(f"config.json: {', '.join(missing)} must be given as integers")
-    positions = int(config.get("max_position_embeddings", 512))
     try:
+        positions = int(config.get("max_position_embeddings", 512))
         return BertConfig(
             **{f: config[f] for f in fields},
             max_position_embeddings=positions,
@@ -296,7 +294,7 @@ def _config_from_hf(config: dict[str, Any]) -> BertConfig:
             pad_token_id=int(config.get("pad_token_id") or 0),
             max_length=positions,
         )
-    except ValueError as e:
+    except (TypeError, ValueError) as e:  # a value of the wrong type, or one BertConfig refuses
         raise InvalidInput(f"config.json: {e}") from e
 
 

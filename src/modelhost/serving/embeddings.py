@@ -119,9 +119,15 @@ def sentence_transformers_options(model_dir: Path) -> dict[str, Any]:
     for module in modules:
         kind, path = str(module.get("type", "")).rpartition(".")[2], str(module.get("path", ""))
         if kind == "Transformer":
-            st_config = _read_json(model_dir, path, "sentence_bert_config.json") or {}
-            if st_config.get("max_seq_length") is not None:
-                options["max_length"] = int(st_config["max_seq_length"])
+            max_seq_length = (_read_json(model_dir, path, "sentence_bert_config.json") or {}).get(
+                "max_seq_length"
+            )
+            if max_seq_length is not None and not isinstance(max_seq_length, int):
+                raise InvalidInput(
+                    f"sentence_bert_config.json: max_seq_length must be an integer, got {max_seq_length!r}"
+                )
+            if max_seq_length is not None:
+                options["max_length"] = max_seq_length
         elif kind == "Pooling":
             options["pooling"] = _pooling_mode(_read_json(model_dir, path, "config.json") or {})
         elif kind == "Normalize":

@@ -223,6 +223,7 @@ def test_bert_for_pretraining_names_and_heads_are_accepted(tiny_hf: dict[str, to
         ({"hidden_act": "relu"}, "hidden_act 'relu' is not supported"),
         ({"num_hidden_layers": None}, "num_hidden_layers must be given as integers"),
         ({"num_attention_heads": 5}, "hidden_size .16. must be divisible by num_attention_heads .5."),
+        ({"max_position_embeddings": "many"}, "config.json: invalid literal for int"),
     ],
 )
 def test_unsupported_configs_name_the_field(
@@ -289,6 +290,11 @@ def test_pipelines_this_encoder_does_not_compute_are_refused(tmp_path: Path) -> 
     folder = _st_folder(tmp_path, [TRANSFORMER, POOLING], {"pooling_mode": "max"})
     with pytest.raises(InvalidInput, match="pooling_mode 'max' is not supported"):
         sentence_transformers_options(folder)
+    (folder / "sentence_bert_config.json").write_text('{"max_seq_length": "long"}')
+    (folder / "1_Pooling" / "config.json").write_text('{"pooling_mode": "mean"}')
+    with pytest.raises(InvalidInput, match="max_seq_length must be an integer, got 'long'"):
+        sentence_transformers_options(folder)
+    (folder / "sentence_bert_config.json").write_text('{"max_seq_length": 128}')
     dense = {"type": "sentence_transformers.models.Dense", "path": "2_Dense"}
     (folder / "modules.json").write_text(json.dumps([TRANSFORMER, dense]))
     with pytest.raises(InvalidInput, match=r"module 'sentence_transformers\.models\.Dense' is not supported"):
