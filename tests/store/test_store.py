@@ -347,8 +347,12 @@ def test_submit_run_queues_with_the_datasets_target(db, store):
             InvalidInput,
             "features: column 'width' is not in",
         ),
-        ({"dataset": "flowers", "features": ["color"]}, InvalidInput, "'color' is not a numeric feature"),
-        ({"dataset": "flowers", "features": ["label"]}, InvalidInput, "'label' is not a numeric feature"),
+        (
+            {"dataset": "flowers", "features": ["color"]},
+            InvalidInput,
+            "column 'color' holds text; list it in",
+        ),
+        ({"dataset": "flowers", "features": ["label"]}, InvalidInput, "features: 'label' is the target"),
         (
             {"dataset": "flowers", "target": "color", "task": "regression"},
             InvalidInput,

@@ -119,6 +119,13 @@ def resolve_against(spec: TrainSpec, ds: Dataset) -> TrainSpec:
         what, known = "column", list(columns)
         if target in columns and spec.task == "regression" and columns[target] == "str":
             raise InvalidInput(f"target: column {target!r} holds text; a regression target must be numeric")
+        sequence_model = spec.model.architecture in ("lstm", "gru", "transformer")
+        for f in features:
+            if columns.get(f) == "str" and not sequence_model and f not in spec.preprocessing.categorical:
+                raise InvalidInput(
+                    f"features: column {f!r} holds text; list it in preprocessing.categorical "
+                    "(one-hot), or read it with an lstm, gru or transformer"
+                )
     if target is None:
         raise InvalidInput(f"target: dataset {ds.name!r} has no default target; name the target {what}")
     for field, name in [("target", target), *(("features", f) for f in features)]:
