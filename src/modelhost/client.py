@@ -6,11 +6,15 @@ Errors come back as the same classes the server raised (``modelhost.errors``), s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mimetypes
+import tarfile
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -39,6 +43,41 @@ def resolve_credentials(url: str | None, api_key: str | None) -> tuple[str, str 
         or profile.get("api_key")
     )
     return url.rstrip("/"), key
+
+
+# What a Hugging Face folder import reads; anything else in the folder (README, ONNX or Flax exports,
+# pickled weights) stays home.
+FOLDER_SUFFIXES = (".json", ".safetensors", ".jinja")
+PICKLED_WEIGHTS = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+@contextlib.contextmanager
+def pack_model_folder(folder: Path) -> Iterator[IO[bytes]]:
+    """A temporary tar of the folder's JSON, safetensors and Jinja files (subfolders too: a
+    sentence-transformers model keeps its pooling config in one), links followed, hidden files left out.
+
+    Raises InvalidInput when the folder has pickled weights but no safetensors, which the server
+    would never load.
+    """
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+    if not any(p.suffix == ".safetensors" for p in files):
+        pickles = [p.name for p in files if p.suffix in PICKLED_WEIGHTS]
+        if pickles:
+            raise InvalidInput(
+                f"{str(folder)!r} has pickled weights ({', '.join(pickles[:3])}) and no *.safetensors; "
+                "modelhost never loads pickles: save the model with save_pretrained(safe_serialization=True)"
+            )
+    with tempfile.TemporaryFile() as out:
+        with tarfile.open(fileobj=out, mode="w") as tar:
+            for p in files:
+                if p.suffix in FOLDER_SUFFIXES:
+                    tar.add(p.resolve(), arcname=p.relative_to(folder).as_posix(), recursive=False)
+        out.seek(0)
+        yield out
 
 
 def error_from_response(r: httpx.Response) -> PlatformError:
@@ -162,12 +201,20 @@ class Client:
     def list_versions(self, name: str) -> list[dict[str, Any]]:
         return self._call("GET", f"/api/v1/models/{name}/versions")  # type: ignore[no-any-return]
 
-    def import_model(self, path: str | Path, name: str) -> dict[str, Any]:
-        """Upload an ONNX file as the next version of model ``name``; returns the version."""
+    def import_model(self, path: str | Path, name: str, timeout: float = 900.0) -> dict[str, Any]:
+        """Upload an ONNX file, a GGUF file, or a Hugging Face model folder (packed here as a tar of
+        the files the import reads) as the next version of model ``name``; returns the version.
+
+        ``timeout`` covers the server's conversion too (a GGUF is dequantised during the request).
+        """
         p = Path(path)
-        with p.open("rb") as f:
-            files = {"file": (p.name, f, "application/octet-stream")}
-            return self._call("POST", f"/api/v1/models/{name}/import", files=files)  # type: ignore[no-any-return]
+        with contextlib.ExitStack() as stack:
+            if p.is_dir():
+                upload, filename = stack.enter_context(pack_model_folder(p)), f"{p.name or 'model'}.tar"
+            else:
+                upload, filename = stack.enter_context(p.open("rb")), p.name
+            files = {"file": (filename, upload, "application/octet-stream")}
+            return self._call("POST", f"/api/v1/models/{name}/import", files=files, timeout=timeout)  # type: ignore[no-any-return]
 
     # --- deployments and inference
     def deploy(

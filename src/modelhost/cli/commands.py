@@ -359,14 +359,19 @@ def import_model(
     url: Url = None,
     api_key: Key = None,
 ) -> None:
-    """Import an ONNX file as the next version of model NAME; serve it with runtime onnx."""
-    if path.suffix.lower() != ".onnx" or path.is_dir():
+    """Import PATH as the next version of model NAME: an .onnx file (served by runtime onnx), a .gguf
+    file, or a Hugging Face model folder (config.json, *.safetensors, tokenizer.json, ...)."""
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise InvalidInput(
+                f"{str(path)!r} has no config.json; modelhost imports Hugging Face folders that have one"
+            )
+    elif not path.is_file():
+        raise InvalidInput(f"{str(path)!r} is neither a file nor a folder")
+    elif path.suffix.lower() not in (".onnx", ".gguf"):
         raise InvalidInput(
-            f"{str(path)!r} is not an .onnx file: modelhost imports ONNX files today; "
-            "Hugging Face folders and GGUF files arrive with the LLM runtime"
+            f"{str(path)!r}: modelhost imports .onnx and .gguf files and Hugging Face model folders"
         )
-    if not path.is_file():
-        raise InvalidInput(f"{str(path)!r} is not a file")
     show_json(_client(url, api_key).import_model(path, name))
 
 
@@ -399,7 +404,10 @@ def deploy(
     shadow: Annotated[
         str | None, typer.Option(help="Version or alias that gets a copy of every request.")
     ] = None,
-    runtime: Annotated[str, typer.Option(help="torch or onnx.")] = "torch",
+    runtime: Annotated[
+        str | None,
+        typer.Option(help="torch, onnx, llm or embedding [by the version: llm for language models]."),
+    ] = None,
     replicas: Annotated[int, typer.Option(help="Serving threads per version.")] = 1,
     max_batch_size: Annotated[int, typer.Option(help="Most rows in one forward pass.")] = 64,
     max_wait_ms: Annotated[float, typer.Option(help="How long a batch may wait for more requests.")] = 0.0,

@@ -1,12 +1,20 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import APIRouter, UploadFile
+from sqlalchemy.orm import Session
 
 from modelhost.api.auth import changes_require_role
 from modelhost.api.deps import DB, AppSettings, Store
-from modelhost.errors import PayloadTooLarge
+from modelhost.artifacts import ArtifactStore
+from modelhost.errors import InvalidInput, PayloadTooLarge, UnsafeContent
 from modelhost.registry import service
 from modelhost.registry.onnx_import import import_onnx
+
+Importer = Callable[[Session, ArtifactStore, str, bytes, str], service.ModelVersion]
+ARCHIVES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+PICKLES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".dill")
 
 router = APIRouter(
     prefix="/api/v1/models", tags=["models"], dependencies=[changes_require_role("admin", "member")]
@@ -41,9 +49,36 @@ def show_version(name: str, number: int, db: DB) -> service.ModelVersion:
 def import_version(
     name: str, file: UploadFile, db: DB, store: Store, settings: AppSettings
 ) -> service.ModelVersion:
-    """Register an ONNX file (multipart field ``file``) as the next version of ``name``."""
+    """Register an uploaded model (multipart field ``file``) as the next version of ``name``: an ONNX
+    file, a GGUF file, or a Hugging Face model folder as a zip or tar, told apart by the file's name."""
+    filename = file.filename or "model.onnx"
+    importer = _importer(filename)
     data = file.file.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
         raise PayloadTooLarge(f"upload exceeds the {settings.max_upload_bytes} byte limit")
     with db.session() as s:
-        return import_onnx(s, store, name, data, file.filename or "model.onnx")
+        return importer(s, store, name, data, filename)
+
+
+def _importer(filename: str) -> Importer:
+    # imported here: they load torch, which the API process otherwise never needs
+    lower = filename.lower()
+    if lower.endswith(".gguf"):
+        from modelhost.registry.gguf_import import import_gguf
+
+        return import_gguf
+    if lower.endswith(ARCHIVES):
+        from modelhost.registry.hf_import import import_hf
+
+        return import_hf
+    if lower.endswith(".onnx") or "." not in lower:
+        return import_onnx
+    if lower.endswith(PICKLES):
+        raise UnsafeContent(
+            f"{filename!r} is a pickle; modelhost never loads pickles. Import ONNX, GGUF, or a Hugging Face "
+            "folder with safetensors weights"
+        )
+    raise InvalidInput(
+        f"{filename!r}: import takes an .onnx file, a .gguf file, or a Hugging Face model folder "
+        f"packed as {', '.join(ARCHIVES)}"
+    )
