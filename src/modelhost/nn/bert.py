@@ -146,7 +146,8 @@ class Bert(nn.Module):
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The last layer's (B, T, hidden_size) states; padding positions hold values nobody reads."""
-        if input_ids.size(1) > self.config.max_position_embeddings:
+        # under ONNX export sizes are traced tensors: checking one would warn and freeze it into the graph
+        if not torch.onnx.is_in_onnx_export() and input_ids.size(1) > self.config.max_position_embeddings:
             raise ValueError(
                 f"sequence length {input_ids.size(1)} exceeds "
                 f"max_position_embeddings {self.config.max_position_embeddings}"
