@@ -19,9 +19,11 @@ Tied embeddings keep one tensor under two names; ``state_dict()`` lists it once,
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -207,16 +209,62 @@ class KVCache:
 
 
 @dataclass
-class _Step:
-    """What every layer of one forward shares: the rows' slots and positions, the mask, cos and sin."""
+class Step:
+    """What every layer of one forward shares: each row's slot and positions and the attention mask.
+    Any decoder with this cache uses it (GPT-2 too): :meth:`plan`, then :meth:`attend` in each layer,
+    then :meth:`advance` once."""
 
     cache: KVCache | None
     slots: torch.Tensor | None  # (B,) int64, or None: rows 0..B-1 (no gather, views only)
     positions: torch.Tensor  # (B, T) absolute position of each input token
     n_keys: int  # keys attended to: positions 0 .. n_keys-1
     mask: torch.Tensor | None  # (B, 1, T, n_keys) True where attending is allowed; None: plain causal
-    cos: torch.Tensor  # (B, 1, T, head_dim)
-    sin: torch.Tensor
+
+    @classmethod
+    def plan(cls, input_ids: torch.Tensor, cache: KVCache | None, slots: torch.Tensor | None) -> Step:
+        """Raises ValueError if a row would run past the cache's ``max_len``."""
+        B, T = input_ids.shape
+        device = input_ids.device
+        offsets = torch.zeros(B, dtype=torch.int64, device=device)
+        if cache is not None:
+            offsets = cache.lengths[slots] if slots is not None else cache.lengths[:B]
+        positions = offsets[:, None] + torch.arange(T, device=device)  # (B, T)
+        n_keys = int(positions.max()) + 1
+        mask = None
+        if cache is not None:
+            if n_keys > cache.max_len:
+                raise ValueError(f"a sequence would reach {n_keys} tokens; the cache holds {cache.max_len}")
+            keys = torch.arange(n_keys, device=device)
+            mask = (keys[None, None, :] <= positions[:, :, None]).unsqueeze(1)  # (B, 1, T, n_keys)
+        return cls(cache, slots, positions, n_keys, mask)
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Attention of this step's queries (B, nh, T, hd) over the past and these keys and values
+        (B, nkv, T, hd; nkv divides nh), which are written to the cache first. Returns (B, nh, T, hd)."""
+        if self.cache is not None:
+            k, v = self._remember(layer, k, v)  # (B, nkv, n_keys, hd)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=self.mask, is_causal=self.cache is None, enable_gqa=k.size(1) != q.size(1)
+        )
+
+    def _remember(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.cache is not None
+        ck, cv = self.cache.k[layer], self.cache.v[layer]
+        B = k.size(0)
+        rows = (self.slots if self.slots is not None else torch.arange(B, device=k.device)).view(B, 1)
+        # advanced indices on dims 0 and 2 put their (B, T) shape first: values are (B, T, nkv, hd)
+        ck[rows, :, self.positions] = k.transpose(1, 2).to(ck.dtype)
+        cv[rows, :, self.positions] = v.transpose(1, 2).to(cv.dtype)
+        if self.slots is None:  # rows 0..B-1: views, no copy
+            return ck[:B, :, : self.n_keys], cv[:B, :, : self.n_keys]
+        return ck[self.slots, :, : self.n_keys], cv[self.slots, :, : self.n_keys]
+
+    def advance(self) -> None:
+        """Count this step's tokens as stored, once every layer has written them."""
+        if self.cache is not None:
+            B, T = self.positions.shape
+            rows = self.slots if self.slots is not None else torch.arange(B, device=self.positions.device)
+            self.cache.lengths[rows] += T
 
 
 class RMSNorm(nn.Module):
@@ -256,32 +304,14 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(c.hidden_size, self.n_kv * self.hd, bias=c.qkv_bias)
         self.o_proj = nn.Linear(self.n_head * self.hd, c.hidden_size, bias=c.o_bias)
 
-    def forward(self, x: torch.Tensor, step: _Step) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, step: Step, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         B, T, _ = x.shape  # batch, new tokens per row, hidden_size
         q = self.q_proj(x).view(B, T, self.n_head, self.hd).transpose(1, 2)  # (B, nh, T, hd)
         k = self.k_proj(x).view(B, T, self.n_kv, self.hd).transpose(1, 2)  # (B, nkv, T, hd)
         v = self.v_proj(x).view(B, T, self.n_kv, self.hd).transpose(1, 2)  # (B, nkv, T, hd)
-        q, k = _rotary(q, step.cos, step.sin), _rotary(k, step.cos, step.sin)
-        if step.cache is not None:
-            k, v = self._remember(k, v, step)  # (B, nkv, n_keys, hd): the past and these tokens
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=step.mask, is_causal=step.cache is None, enable_gqa=self.n_kv != self.n_head
-        )  # (B, nh, T, hd)
+        y = step.attend(self.layer, _rotary(q, *rope), _rotary(k, *rope), v)  # (B, nh, T, hd)
         out: torch.Tensor = self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.hd))
         return out
-
-    def _remember(self, k: torch.Tensor, v: torch.Tensor, step: _Step) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write this step's keys and values at their positions; return every key and value to attend to."""
-        assert step.cache is not None
-        ck, cv = step.cache.k[self.layer], step.cache.v[self.layer]
-        B = k.size(0)
-        rows = (step.slots if step.slots is not None else torch.arange(B, device=k.device)).view(B, 1)
-        # advanced indices on dims 0 and 2 put their (B, T) shape first: values are (B, T, nkv, hd)
-        ck[rows, :, step.positions] = k.transpose(1, 2).to(ck.dtype)
-        cv[rows, :, step.positions] = v.transpose(1, 2).to(cv.dtype)
-        if step.slots is None:  # rows 0..B-1: views, no copy
-            return ck[:B, :, : step.n_keys], cv[:B, :, : step.n_keys]
-        return ck[step.slots, :, : step.n_keys], cv[step.slots, :, : step.n_keys]
 
 
 class MLP(nn.Module):
@@ -307,8 +337,8 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, step: _Step) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), step)
+    def forward(self, x: torch.Tensor, step: Step, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), step, rope)
         out: torch.Tensor = x + self.mlp(self.post_attention_layernorm(x))
         return out
 
@@ -334,8 +364,7 @@ class LlamaForCausalLM(nn.Module):
         # float32 whatever the weights' dtype, so not a buffer that .to(bfloat16) would round; derived
         # from the config, so not saved either
         self.inv_freq, self.attention_factor = rope_frequencies(config)
-        self.register_state_dict_post_hook(_drop_tied_head)  # type: ignore[no-untyped-call]
-        self.register_load_state_dict_pre_hook(_fill_tied_key)  # type: ignore[no-untyped-call]
+        share_tied_names(self, EMBED_KEY, HEAD_KEY)
 
     def forward(
         self,
@@ -349,56 +378,53 @@ class LlamaForCausalLM(nn.Module):
         ``slots`` (B,) int64 names the cache slot of each row (default: rows 0..B-1 use slots 0..B-1).
         Raises ValueError if a row would run past the cache's ``max_len``.
         """
-        step = self._step(input_ids, cache, slots)
+        step = Step.plan(input_ids, cache, slots)
+        rope = self._rope(step.positions)
         x = self.model.embed_tokens(input_ids)  # (B, T, hidden_size)
         for layer in self.model.layers:
-            x = layer(x, step)
+            x = layer(x, step, rope)
+        step.advance()
         if last_only:
             x = x[:, -1:]
         logits: torch.Tensor = self.lm_head(self.model.norm(x))
-        if cache is not None:
-            rows = slots if slots is not None else torch.arange(input_ids.size(0), device=input_ids.device)
-            cache.lengths[rows] += input_ids.size(1)
         return logits
 
-    def _step(self, input_ids: torch.Tensor, cache: KVCache | None, slots: torch.Tensor | None) -> _Step:
-        B, T = input_ids.shape
-        offsets = torch.zeros(B, dtype=torch.int64, device=input_ids.device)
-        if cache is not None:
-            offsets = cache.lengths[slots] if slots is not None else cache.lengths[:B]
-        positions = offsets[:, None] + torch.arange(T, device=input_ids.device)  # (B, T)
-        n_keys = int(positions.max()) + 1
-        mask = None
-        if cache is not None:
-            if n_keys > cache.max_len:
-                raise ValueError(f"a sequence would reach {n_keys} tokens; the cache holds {cache.max_len}")
-            keys = torch.arange(n_keys, device=input_ids.device)
-            mask = (keys[None, None, :] <= positions[:, :, None]).unsqueeze(1)  # (B, 1, T, n_keys)
-        if self.inv_freq.device != input_ids.device:
-            self.inv_freq = self.inv_freq.to(input_ids.device)
+    def _rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin (B, 1, T, head_dim) of each position, computed in float32 as transformers does."""
+        if self.inv_freq.device != positions.device:
+            self.inv_freq = self.inv_freq.to(positions.device)
         freqs = positions[:, :, None].float() * self.inv_freq  # (B, T, hd/2)
         emb = torch.cat((freqs, freqs), dim=-1).unsqueeze(1)  # (B, 1, T, hd)
         dtype = self.lm_head.weight.dtype
-        cos = (emb.cos() * self.attention_factor).to(dtype)
-        sin = (emb.sin() * self.attention_factor).to(dtype)
-        return _Step(cache, slots, positions, n_keys, mask, cos, sin)
+        return (emb.cos() * self.attention_factor).to(dtype), (emb.sin() * self.attention_factor).to(dtype)
 
 
-def _tied(module: nn.Module) -> bool:
-    assert isinstance(module, LlamaForCausalLM)
-    return module.lm_head.weight is module.model.embed_tokens.weight
+def share_tied_names(model: nn.Module, embed_key: str, head_key: str) -> None:
+    """While ``head_key`` and ``embed_key`` name one tensor, ``state_dict()`` lists it once, as ``embed_key``
+    (safetensors refuses shared tensors; Hugging Face files do the same), and ``load_state_dict`` fills
+    ``head_key`` from ``embed_key``. Hooks take their keys from a partial, so deep copies keep working."""
+    drop = functools.partial(_drop_tied_head, embed_key=embed_key, head_key=head_key)
+    fill = functools.partial(_fill_tied_key, embed_key=embed_key, head_key=head_key)
+    model.register_state_dict_post_hook(drop)  # type: ignore[no-untyped-call]
+    model.register_load_state_dict_pre_hook(fill)  # type: ignore[no-untyped-call]
 
 
-def _drop_tied_head(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-    """One name for the tied tensor, as Hugging Face files have, so safetensors can save it."""
-    if _tied(module):
-        state_dict.pop(prefix + HEAD_KEY, None)
+def _tied(module: nn.Module, embed_key: str, head_key: str) -> bool:
+    return module.get_parameter(head_key) is module.get_parameter(embed_key)
 
 
-def _fill_tied_key(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-    """Restore the tied name a state dict lacks from the other."""
-    embed, head = prefix + EMBED_KEY, prefix + HEAD_KEY
-    if _tied(module) and embed in state_dict and head not in state_dict:
+def _drop_tied_head(
+    module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any, embed_key: str, head_key: str
+) -> None:
+    if _tied(module, embed_key, head_key):
+        state_dict.pop(prefix + head_key, None)
+
+
+def _fill_tied_key(
+    module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any, embed_key: str, head_key: str
+) -> None:
+    embed, head = prefix + embed_key, prefix + head_key
+    if _tied(module, embed_key, head_key) and embed in state_dict and head not in state_dict:
         state_dict[head] = state_dict[embed]
 
 
@@ -410,7 +436,12 @@ def expected_shapes(config: LlamaConfig) -> dict[str, tuple[int, ...]]:
 
 def check_tensors(config: LlamaConfig, shapes: dict[str, tuple[int, ...]]) -> None:
     """Raise ValueError naming the missing, unexpected or misshapen tensors of a checkpoint."""
-    expected = expected_shapes(config)
+    check_shapes(expected_shapes(config), shapes)
+
+
+def check_shapes(expected: dict[str, tuple[int, ...]], shapes: dict[str, tuple[int, ...]]) -> None:
+    """Raise ValueError naming the tensors that ``shapes`` lacks, has but ``expected`` does not, or has
+    in another shape (any architecture's checkpoint against its module's state dict)."""
     problems = [f"missing {k}" for k in expected if k not in shapes]
     problems += [f"unexpected {k}" for k in shapes if k not in expected]
     problems += [
@@ -427,9 +458,22 @@ def llama_from_tensors(config: LlamaConfig, tensors: dict[str, torch.Tensor]) ->
     """A model in eval mode holding ``tensors`` (Hugging Face names), all cast to the embedding's dtype
     (no copies where dtypes match). Raises ValueError as :func:`check_tensors` does."""
     check_tensors(config, {k: tuple(t.shape) for k, t in tensors.items()})
+    return holding(LlamaForCausalLM, config, tensors, EMBED_KEY, HEAD_KEY)
+
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def holding(
+    cls: Callable[[Any], M], config: Any, tensors: dict[str, torch.Tensor], embed_key: str, head_key: str
+) -> M:
+    """``cls(config)`` built without initialising weights, holding ``tensors`` (already checked), its tied
+    head tied again, cast to the embedding's dtype, in eval mode."""
     with torch.device("meta"):
-        model = LlamaForCausalLM(config)
+        model = cls(config)
+    tied = _tied(model, embed_key, head_key)
     model.load_state_dict(tensors, assign=True)
-    if config.tie_word_embeddings:  # assign=True made two Parameters of the one tensor: one again
-        model.lm_head.weight = model.model.embed_tokens.weight
-    return model.to(tensors[EMBED_KEY].dtype).eval()
+    if tied:  # assign=True made two Parameters of the one tensor: one again
+        owner, _, name = head_key.rpartition(".")
+        setattr(model.get_submodule(owner), name, model.get_parameter(embed_key))
+    return model.to(tensors[embed_key].dtype).eval()

