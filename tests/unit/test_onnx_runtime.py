@@ -101,6 +101,22 @@ EXAMPLES: dict[str, Example] = {
         _ids(20, 9),
         None,
     ),
+    "bert": Example(
+        {
+            "vocab_size": 20,
+            "hidden_size": 16,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 32,
+            "max_position_embeddings": 16,
+            "max_length": 16,
+            "normalize": True,
+        },
+        "INT64",
+        [-1, -1],
+        _ids(20, 9),
+        None,
+    ),
 }
 
 

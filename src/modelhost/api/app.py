@@ -27,6 +27,7 @@ from modelhost.api.routes import (
     keys,
     metrics,
     models,
+    openai,
     runs,
     sweeps,
 )
@@ -129,6 +130,7 @@ def create_app(settings: Settings | None = None) -> ModelhostApp:
         deployments,
         keys,
         inference,
+        openai,
         metrics,
     ):  # sweeps first: /runs/compare
         app.include_router(r.router, max_body_size=settings.max_request_bytes)

@@ -2,6 +2,8 @@
 
 - control plane (``/api/...``, everything else): ``{"error": {"type", "message"}}``
 - Open Inference Protocol v2 (``/v2/...``) and KServe v1 ``:predict``: ``{"error": "<message>"}``
+- OpenAI routes (``/v1/completions``, ``/v1/chat/completions``, ``/v1/embeddings``, ``/v1/models``):
+  ``{"error": {"message", "type", "param", "code"}}``
 """
 
 from __future__ import annotations
@@ -31,9 +33,37 @@ def _protocol_plane(path: str) -> bool:
     return path.startswith("/v2/") or path == "/v2" or path.endswith(":predict")
 
 
+OPENAI_PATHS = ("/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/models")
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def _openai_plane(path: str) -> bool:
+    return path in OPENAI_PATHS or (path.startswith("/v1/models/") and not path.endswith(":predict"))
+
+
+def openai_error_body(exc: PlatformError) -> dict[str, object]:
+    """OpenAI's error object; ``param`` is the field a validation message starts with."""
+    param = None
+    if exc.status == 400 and ": " in exc.message:
+        head = exc.message.removeprefix("invalid request: ").split(": ", 1)[0]
+        param = head if " " not in head else None
+    kind = _OPENAI_TYPES.get(exc.status, "server_error")
+    return {"message": exc.message, "type": kind, "param": param, "code": exc.code}
+
+
 def error_response(path: str, exc: PlatformError) -> JSONResponse:
     body: dict[str, object]
-    if _protocol_plane(path):
+    if _openai_plane(path):
+        body = {"error": openai_error_body(exc)}
+    elif _protocol_plane(path):
         body = {"error": exc.message}
     else:
         body = {"error": {"type": exc.code, "message": exc.message}}

@@ -25,7 +25,7 @@ from modelhost.observability.metrics import Metrics, ServedMetrics
 from modelhost.registry.manifest import Signature
 from modelhost.registry.service import ModelVersion, get_version_by_id, read_version_file
 from modelhost.serving.batcher import Batcher
-from modelhost.serving.runtimes import Runtime, load_runtime
+from modelhost.serving.runtimes import Runtime, default_runtime, load_runtime
 from modelhost.serving.service import (
     Deployment,
     DeploySpec,
@@ -213,6 +213,10 @@ class DeploymentManager:
         with self._deploy_lock:
             with self.db.session() as s:
                 resolved = resolve(s, name, spec, replace)
+            if spec.runtime is None:
+                primary = max(resolved.targets, key=lambda t: t[1])[0]
+                spec = spec.model_copy(update={"runtime": default_runtime(primary.manifest)})
+            assert spec.runtime is not None
             self._arms(resolved, None, spec.runtime)  # nothing has changed if this fails
             with self.db.session() as s:
                 dep, created = deploy(s, name, spec, resolved, replace)
@@ -262,7 +266,7 @@ class DeploymentManager:
         if not entry.started:
             dep = entry.deployment
             for arm in [*entry.arms, *([entry.shadow] if entry.shadow else [])]:
-                if arm.batcher is None:
+                if arm.batcher is None and arm.runtime.batched:
                     arm.metrics = self.metrics.served(dep.name, arm.target.version)
                     arm.batcher = Batcher(arm.runtime, dep.batching, dep.replicas, arm.metrics)
             entry.started = True

@@ -19,7 +19,7 @@ from modelhost.registry.service import ModelVersion, get_version_by_id
 from modelhost.serving.batcher import BatchingConfig
 from modelhost.serving.tables import DeploymentRow
 
-RuntimeName = Literal["torch", "onnx"]
+RuntimeName = Literal["torch", "onnx", "llm", "embedding"]
 MAX_TARGETS = 8
 
 
@@ -46,7 +46,9 @@ class DeploySpec(BaseModel):
     shadow: int | str | None = None
     """A version (or alias) that receives a copy of every request; its answers are logged and
     compared, never returned."""
-    runtime: RuntimeName = "torch"
+    runtime: RuntimeName | None = None
+    """torch | onnx | llm | embedding; default: by the version (llm for language models,
+    embedding for encoders, onnx for imported graphs, torch for the rest)."""
     replicas: int = Field(1, ge=1, le=64)
     """Serving threads per version, sharing the loaded model."""
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
@@ -162,12 +164,13 @@ def deploy(
     if row is not None and not replace:
         raise AlreadyExists(f"deployment {name!r} already exists")
     created = row is None
+    runtime = spec.runtime or "torch"  # the manager picks by the version; a direct caller gets torch
     primary = max(resolved.targets, key=lambda t: t[1])[0]
     if row is None:
-        row = DeploymentRow(name=name, model_id=primary.model_id, version_id=primary.id, runtime=spec.runtime)
+        row = DeploymentRow(name=name, model_id=primary.model_id, version_id=primary.id, runtime=runtime)
     else:
         row.previous_spec = row.spec or None
-    row.model_id, row.version_id, row.runtime = primary.model_id, primary.id, spec.runtime
+    row.model_id, row.version_id, row.runtime = primary.model_id, primary.id, runtime
     row.replicas, row.batching = spec.replicas, spec.batching.model_dump()
     row.targets = [{"version_id": v.id, "weight": w} for v, w in resolved.targets]
     row.shadow_version_id = resolved.shadow.id if resolved.shadow else None

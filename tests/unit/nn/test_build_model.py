@@ -14,6 +14,7 @@ from modelhost.nn import (
     TransformerClassifier,
     build_model,
 )
+from modelhost.nn.bert import Bert
 
 
 def test_every_architecture_is_registered_by_name() -> None:
@@ -24,6 +25,7 @@ def test_every_architecture_is_registered_by_name() -> None:
         "gru": GRU,
         "transformer": TransformerClassifier,
         "gpt": GPT,
+        "bert": Bert,
     }
 
 

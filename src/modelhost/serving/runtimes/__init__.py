@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from modelhost.errors import InvalidInput, LoadFailed, NotFound
-from modelhost.registry.manifest import ONNX_FILE, WEIGHTS_FILE, Manifest
+from modelhost.registry.manifest import ONNX_FILE, TOKENIZER_FILE, WEIGHTS_FILE, Manifest
 from modelhost.serving.runtimes.base import Runtime
 
 ReadFile = Callable[[str], bytes]
@@ -35,7 +35,37 @@ def _onnx(manifest: Manifest, read_file: ReadFile) -> Runtime:
     return OnnxRuntime(manifest, model)
 
 
-LOADERS: dict[str, Callable[[Manifest, ReadFile], Runtime]] = {"torch": _torch, "onnx": _onnx}
+def _llm(manifest: Manifest, read_file: ReadFile) -> Runtime:
+    from modelhost.serving.llm.runtime import LLMRuntime
+
+    if manifest.task != "language_model":
+        raise LoadFailed(f"runtime 'llm' serves language models; this version's task is {manifest.task!r}")
+    return LLMRuntime(manifest, read_file(WEIGHTS_FILE), read_file(TOKENIZER_FILE))
+
+
+def _embedding(manifest: Manifest, read_file: ReadFile) -> Runtime:
+    from modelhost.serving.llm.runtime import EmbeddingRuntime
+
+    if manifest.task != "embedding":
+        raise LoadFailed(f"runtime 'embedding' serves encoders; this version's task is {manifest.task!r}")
+    return EmbeddingRuntime(manifest, read_file(WEIGHTS_FILE), read_file(TOKENIZER_FILE))
+
+
+LOADERS: dict[str, Callable[[Manifest, ReadFile], Runtime]] = {
+    "torch": _torch,
+    "onnx": _onnx,
+    "llm": _llm,
+    "embedding": _embedding,
+}
+
+
+def default_runtime(manifest: Manifest) -> str:
+    """The runtime a deployment gets when it names none: by what the version is."""
+    if manifest.task == "language_model" and manifest.architecture == "llama":
+        return "llm"
+    if manifest.task == "embedding":
+        return "embedding"
+    return "onnx" if manifest.architecture == "onnx" else "torch"
 
 
 def load_runtime(kind: str, manifest: Manifest, read_file: ReadFile) -> Runtime:
@@ -46,4 +76,4 @@ def load_runtime(kind: str, manifest: Manifest, read_file: ReadFile) -> Runtime:
     return loader(manifest, read_file)
 
 
-__all__ = ["LOADERS", "ReadFile", "Runtime", "load_runtime"]
+__all__ = ["LOADERS", "ReadFile", "Runtime", "default_runtime", "load_runtime"]

@@ -20,6 +20,8 @@ class Runtime(abc.ABC):
 
     name: str
     manifest: Manifest
+    batched: bool = True
+    """False for runtimes that schedule their own work (the LLM engine): no batcher is started."""
 
     @abc.abstractmethod
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

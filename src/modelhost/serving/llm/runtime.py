@@ -1,0 +1,131 @@
+"""Runtimes for language models and encoders: what a deployment with runtime ``llm`` or
+``embedding`` holds. They are not batch models — the LLM engine schedules its own sequences,
+the embedder batches its texts — so ``predict`` serves only what fits a tensor protocol
+(texts to embeddings) and points language models to the OpenAI routes."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load
+from tokenizers import Tokenizer
+
+from modelhost.errors import InvalidInput, LoadFailed
+from modelhost.nn.bert import Bert
+from modelhost.nn.llama import KVCache, LlamaConfig, LlamaForCausalLM
+from modelhost.registry.manifest import Manifest
+from modelhost.serving.embeddings import Embedder
+from modelhost.serving.llm.chat import render_chat
+from modelhost.serving.llm.engine import Engine, EngineConfig, Output
+from modelhost.serving.llm.sampling import SamplingParams
+from modelhost.serving.runtimes.base import Runtime
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def _tokenizer(data: bytes) -> Tokenizer:
+    tk = Tokenizer.from_str(data.decode())
+    tk.encode_special_tokens = True  # "<|im_end|>" typed in a prompt is text, not the control token
+    return tk
+
+
+class LLMRuntime(Runtime):
+    """A language model behind the continuous-batching engine."""
+
+    name = "llm"
+    batched = False
+
+    def __init__(
+        self, manifest: Manifest, weights: bytes, tokenizer: bytes, config: EngineConfig = EngineConfig()
+    ) -> None:
+        if manifest.architecture != "llama":
+            raise LoadFailed(
+                f"runtime 'llm' serves the llama family; this version is {manifest.architecture!r}"
+            )
+        self.manifest = manifest
+        known = {f.name for f in dataclasses.fields(LlamaConfig)}
+        model_config = LlamaConfig(**{k: v for k, v in manifest.config.items() if k in known})
+        self.model = LlamaForCausalLM(model_config)
+        self.model.load_state_dict(load(weights), strict=True)
+        self.model.eval()
+        self.tokenizer = _tokenizer(tokenizer)
+        self.chat_template: str | None = manifest.config.get("chat_template")
+        self.eos_ids = list(manifest.config.get("eos_token_ids") or [])
+        max_len = min(config.max_len, model_config.max_position_embeddings)
+        self.engine = Engine(
+            self.model,
+            lambda slots, length: KVCache.for_model(self.model, slots, length),
+            self.tokenizer,
+            self.eos_ids,
+            dataclasses.replace(config, max_len=max_len),
+        )
+
+    @property
+    def context_length(self) -> int:
+        return self.engine.config.max_len
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise InvalidInput("this is a language model: use /v1/completions or /v1/chat/completions")
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text).ids)
+
+    def chat_prompt(self, messages: list[dict[str, Any]]) -> str:
+        if not self.chat_template:
+            raise InvalidInput("this model has no chat template; use /v1/completions with a prompt")
+        special = self.manifest.config
+        bos = special.get("bos_token_id")
+        eos = self.eos_ids[0] if self.eos_ids else None
+        return render_chat(
+            self.chat_template,
+            messages,
+            bos_token=(self.tokenizer.id_to_token(bos) or "") if isinstance(bos, int) else "",
+            eos_token=(self.tokenizer.id_to_token(eos) or "") if isinstance(eos, int) else "",
+        )
+
+    def generate(self, prompt_ids: list[int], params: SamplingParams, n: int = 1) -> Any:
+        """Async iterator of :class:`Output` (see Engine.generate)."""
+        return self.engine.generate(prompt_ids, params, n)
+
+    def close(self) -> None:
+        self.engine.stop()
+
+
+class EmbeddingRuntime(Runtime):
+    """An encoder: texts in, one vector each out (also through OIP: BYTES in, FP32 out)."""
+
+    name = "embedding"
+    batched = True
+
+    def __init__(self, manifest: Manifest, weights: bytes, tokenizer: bytes) -> None:
+        if manifest.architecture != "bert":
+            raise LoadFailed(
+                f"runtime 'embedding' serves encoders; this version is {manifest.architecture!r}"
+            )
+        from modelhost.nn import build_model
+
+        self.manifest = manifest
+        model = build_model("bert", manifest.config)
+        model.load_state_dict(load(weights), strict=True)
+        assert isinstance(model, Bert)
+        self.embedder = Embedder(model.eval(), Tokenizer.from_str(tokenizer.decode()))
+        self._lock = threading.Lock()  # the embedder serves one batch at a time
+
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, int]:
+        with self._lock:
+            out = self.embedder.embed(texts)
+        return out.vectors, out.total_tokens
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        texts = [
+            v.decode() if isinstance(v, bytes) else str(v) for v in next(iter(inputs.values())).reshape(-1)
+        ]
+        vectors, _ = self.embed(texts)
+        return {"embeddings": vectors}
+
+
+__all__ = ["EmbeddingRuntime", "LLMRuntime", "Output"]
