@@ -86,7 +86,8 @@ def error_from_response(r: httpx.Response) -> PlatformError:
     except (ValueError, AttributeError):
         err = None
     if isinstance(err, dict):
-        cls = PlatformError.by_code.get(str(err.get("type")), PlatformError)
+        code = err.get("code") or err.get("type")  # OpenAI's error object carries ours in "code"
+        cls = PlatformError.by_code.get(str(code), PlatformError)
         return cls(str(err.get("message", r.text)))
     message = err if isinstance(err, str) else f"HTTP {r.status_code}: {r.text[:200]}"
     return _BY_STATUS.get(r.status_code, PlatformError)(message)
@@ -215,6 +216,27 @@ class Client:
                 upload, filename = stack.enter_context(p.open("rb")), p.name
             files = {"file": (filename, upload, "application/octet-stream")}
             return self._call("POST", f"/api/v1/models/{name}/import", files=files, timeout=timeout)  # type: ignore[no-any-return]
+
+    # --- language models (the OpenAI-compatible routes)
+    def chat_stream(self, model: str, messages: list[dict[str, str]], **params: Any) -> Iterator[str]:
+        """The assistant's reply to ``messages``, piece by piece as the server generates it."""
+        body = {"model": model, "messages": messages, "stream": True, **params}
+        try:
+            with self._http.stream("POST", "/v1/chat/completions", json=body) as r:
+                if r.is_error:
+                    r.read()
+                    raise error_from_response(r)
+                for line in r.iter_lines():
+                    if not line.startswith("data: ") or line == "data: [DONE]":
+                        continue
+                    event = json.loads(line[len("data: ") :])
+                    if "error" in event:
+                        raise PlatformError(event["error"].get("message", "generation failed"))
+                    for choice in event.get("choices", []):
+                        if choice.get("delta", {}).get("content"):
+                            yield choice["delta"]["content"]
+        except httpx.TransportError as e:
+            raise NotReady(f"cannot reach modelhost at {self.url}: {e}") from e
 
     # --- deployments and inference
     def deploy(

@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from modelhost.client import Client
+from tests.e2e.test_cli_flow import cli
 from tests.servers import ADMIN_KEY, Server
 
 pytestmark = pytest.mark.slow
@@ -124,3 +125,20 @@ def test_embeddings(client) -> None:
     assert v.shape == (3, 384) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-4)
     assert v[0] @ v[1] > v[0] @ v[2]  # the kitten is nearer the cat than the stocks are
     assert out.usage.prompt_tokens > 6
+
+
+def test_cli_chat_streams_the_reply(server: Server, deployed) -> None:
+    out = cli(
+        server,
+        "chat",
+        "smol",
+        "-m",
+        "What is the capital of France?",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "12",
+    )
+    assert "Paris" in out.stdout
+    bad = cli(server, "chat", "minilm", "-m", "hi", ok=False)
+    assert bad.returncode == 1 and "not a language model" in bad.stderr

@@ -510,3 +510,39 @@ def keys_list(url: Url = None, api_key: Key = None) -> None:
 @keys.command("revoke")
 def keys_revoke(key_id: int, url: Url = None, api_key: Key = None) -> None:
     show_json(_client(url, api_key).revoke_key(key_id))
+
+
+def chat(
+    name: str,
+    message: Annotated[
+        str | None,
+        typer.Option("--message", "-m", help="Ask this once and exit (else: a conversation on stdin)."),
+    ] = None,
+    system: Annotated[str | None, typer.Option(help="A system prompt.")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Longest reply, in tokens.")] = 512,
+    temperature: Annotated[float, typer.Option(help="0 for greedy.")] = 0.7,
+    url: Url = None,
+    api_key: Key = None,
+) -> None:
+    """Chat with the language model deployed as NAME, the reply streamed to the terminal."""
+    client = _client(url, api_key)
+    history = [{"role": "system", "content": system}] if system else []
+    prompts = [message] if message is not None else _lines("you> ")
+    for prompt in prompts:
+        history.append({"role": "user", "content": prompt})
+        reply = []
+        for piece in client.chat_stream(name, history, max_tokens=max_tokens, temperature=temperature):
+            console.out(piece, end="", highlight=False)
+            reply.append(piece)
+        console.out("")
+        history.append({"role": "assistant", "content": "".join(reply)})
+
+
+def _lines(prompt: str) -> Iterator[str]:
+    while True:
+        try:
+            line = console.input(prompt)
+        except (EOFError, KeyboardInterrupt):
+            return
+        if line.strip():
+            yield line

@@ -31,6 +31,7 @@ app.command("import")(commands.import_model)
 app.command()(commands.deploy)
 app.command()(commands.predict)
 app.command()(commands.worker)
+app.command()(commands.chat)
 
 
 @app.command()
