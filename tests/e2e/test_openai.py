@@ -142,3 +142,20 @@ def test_cli_chat_streams_the_reply(server: Server, deployed) -> None:
     assert "Paris" in out.stdout
     bad = cli(server, "chat", "minilm", "-m", "hi", ok=False)
     assert bad.returncode == 1 and "not a language model" in bad.stderr
+
+
+def test_llm_metrics_are_exported(client, http: httpx.Client) -> None:
+    client.completions.create(
+        model="smol", prompt="One, two,", max_tokens=5, temperature=0, extra_body={"ignore_eos": True}
+    )
+    text = http.get("/metrics").text
+    values = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in text.splitlines()
+        if line.startswith("modelhost_llm_") and 'deployment="smol"' in line
+    }
+    assert values['modelhost_llm_time_to_first_token_seconds_count{deployment="smol"}'] >= 1
+    assert values['modelhost_llm_inter_token_latency_seconds_count{deployment="smol"}'] >= 4
+    assert values['modelhost_llm_generation_tokens_total{deployment="smol"}'] >= 5
+    assert values['modelhost_llm_prompt_tokens_total{deployment="smol"}'] >= 3
+    assert 'modelhost_llm_kv_cache_usage_ratio{deployment="smol"}' in values

@@ -21,6 +21,7 @@ from typing import Literal
 from modelhost.artifacts import ArtifactStore
 from modelhost.db import Database
 from modelhost.errors import LoadFailed, NotFound, NotReady, PlatformError
+from modelhost.observability.llm import LLMMetrics
 from modelhost.observability.metrics import Metrics, ServedMetrics
 from modelhost.registry.manifest import Signature
 from modelhost.registry.service import ModelVersion, get_version_by_id, read_version_file
@@ -104,6 +105,7 @@ class DeploymentStatus(Deployment):
 class DeploymentManager:
     def __init__(self, db: Database, store: ArtifactStore, metrics: Metrics | None = None) -> None:
         self.db, self.store, self.metrics = db, store, metrics or Metrics()
+        self.llm_metrics = LLMMetrics(self.metrics.registry)
         self._loaded: dict[str, LoadedDeployment] = {}
         self._warm: collections.OrderedDict[tuple[int, str], Runtime] = collections.OrderedDict()
         self._lock = threading.Lock()
@@ -266,6 +268,9 @@ class DeploymentManager:
         if not entry.started:
             dep = entry.deployment
             for arm in [*entry.arms, *([entry.shadow] if entry.shadow else [])]:
+                engine = getattr(arm.runtime, "engine", None)
+                if engine is not None:  # an LLM: the engine reports per deployment
+                    engine.observer = self.llm_metrics.observer(dep.name)
                 if arm.batcher is None and arm.runtime.batched:
                     arm.metrics = self.metrics.served(dep.name, arm.target.version)
                     arm.batcher = Batcher(arm.runtime, dep.batching, dep.replicas, arm.metrics)

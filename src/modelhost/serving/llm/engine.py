@@ -28,6 +28,15 @@ from modelhost.serving.llm.text import Decoder, IncrementalDetokenizer, StopStri
 log = logging.getLogger("modelhost.llm")
 
 
+class EngineObserver(Protocol):
+    """Where an engine reports (modelhost.observability.llm.EngineMetrics)."""
+
+    def first_token(self, seconds: float) -> None: ...
+    def next_token(self, seconds: float) -> None: ...
+    def finished(self, prompt_tokens: int) -> None: ...
+    def step(self, running: int, waiting: int, cache_used: float) -> None: ...
+
+
 class CausalLM(Protocol):
     def __call__(
         self,
@@ -64,7 +73,7 @@ class _Live:
     detok: IncrementalDetokenizer
     stops: StopStrings
     eos_ids: frozenset[int]
-    first_token_at: float | None = None
+    last_token_at: float | None = None
     created: float = field(default_factory=time.monotonic)
 
 
@@ -97,8 +106,7 @@ class Engine:
         self._lock = threading.Condition()
         self._stopped = False
         self._thread: threading.Thread | None = None
-        self.on_step: Callable[[Plan, float], None] | None = None
-        """Observability hook: called after each step with its plan and its seconds."""
+        self.observer: EngineObserver | None = None
 
     # --- requests ---------------------------------------------------------------------
 
@@ -191,7 +199,6 @@ class Engine:
     @torch.inference_mode()
     def step(self) -> Plan:
         """One iteration: plan, feed a prefill chunk, decode a token for every running row."""
-        started = time.perf_counter()
         with self._lock:
             plan = self.scheduler.schedule()
             for seq in plan.released:
@@ -202,8 +209,10 @@ class Engine:
             self._prefill(plan.prefill, *plan.chunk)
         if plan.decode:
             self._decode(plan.decode)
-        if self.on_step is not None:
-            self.on_step(plan, time.perf_counter() - started)
+        if self.observer is not None:
+            s = self.scheduler
+            used = float(sum(s_.length for s_ in s.running)) / (self.config.max_seqs * self.config.max_len)
+            self.observer.step(len(s.running), len(s.waiting), used)
         return plan
 
     def _prefill(self, seq: Seq, start: int, end: int) -> None:
@@ -228,7 +237,12 @@ class Engine:
                 continue
             token = sampled.tokens[i]
             seq.output_ids.append(token)
-            live.first_token_at = live.first_token_at or now
+            if self.observer is not None:
+                if live.last_token_at is None:
+                    self.observer.first_token(now - live.created)
+                else:
+                    self.observer.next_token(now - live.last_token_at)
+            live.last_token_at = now
             reason: FinishReason | None = None
             text = ""
             if token in live.eos_ids or token in seq.sampling.params.stop_token_ids:
@@ -250,4 +264,6 @@ class Engine:
             )  # fmt: skip
             if reason is not None:
                 seq.finished = reason
+                if self.observer is not None:
+                    self.observer.finished(len(seq.prompt_ids))
             live.sink(out)
