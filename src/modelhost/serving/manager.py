@@ -107,7 +107,7 @@ class DeploymentManager:
         self.db, self.store, self.metrics = db, store, metrics or Metrics()
         self.llm_metrics = LLMMetrics(self.metrics.registry)
         self._loaded: dict[str, LoadedDeployment] = {}
-        self._warm: collections.OrderedDict[tuple[int, str], Runtime] = collections.OrderedDict()
+        self._warm: collections.OrderedDict[tuple[int, str, str], Runtime] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._deploy_lock = threading.RLock()  # one deploy at a time: store and memory agree
         self.started = threading.Event()
@@ -119,9 +119,9 @@ class DeploymentManager:
 
     # --- loading ------------------------------------------------------------------------
 
-    def build(self, version: ModelVersion, runtime: str) -> Runtime:
+    def build(self, version: ModelVersion, runtime: str, precision: str = "fp32") -> Runtime:
         """A runtime for a version (warm if recently used; files verified by sha256)."""
-        key = (version.id, runtime)
+        key = (version.id, runtime, precision)
         with self._lock:
             if key in self._warm:
                 self._warm.move_to_end(key)
@@ -132,7 +132,7 @@ class DeploymentManager:
                 return read_version_file(s, self.store, version, name)
 
         try:
-            built = load_runtime(runtime, version.manifest, read_file)
+            built = load_runtime(runtime, version.manifest, read_file, precision)
         except PlatformError:
             raise
         except Exception as e:
@@ -144,10 +144,12 @@ class DeploymentManager:
                 self._warm.popitem(last=False)
         return built
 
-    def _arms(self, resolved: Resolved, dep: Deployment | None, runtime: str) -> tuple[list[Arm], Arm | None]:
+    def _arms(
+        self, resolved: Resolved, dep: Deployment | None, runtime: str, precision: str = "fp32"
+    ) -> tuple[list[Arm], Arm | None]:
         """Runtimes for every version of a resolved spec; raises before anything changes."""
-        built = {v.id: self.build(v, runtime) for v, _ in resolved.targets}
-        shadow_rt = self.build(resolved.shadow, runtime) if resolved.shadow else None
+        built = {v.id: self.build(v, runtime, precision) for v, _ in resolved.targets}
+        shadow_rt = self.build(resolved.shadow, runtime, precision) if resolved.shadow else None
         if dep is None:
             return [], None
         arms = [Arm(t, built[t.version_id]) for t in dep.targets]
@@ -181,7 +183,7 @@ class DeploymentManager:
                     targets=[(get_version_by_id(s, t.version_id), t.weight) for t in dep.targets],
                     shadow=get_version_by_id(s, dep.shadow.version_id) if dep.shadow else None,
                 )
-            arms, shadow = self._arms(resolved, dep, dep.runtime)
+            arms, shadow = self._arms(resolved, dep, dep.runtime, dep.spec.precision)
             return self._set(LoadedDeployment(dep, "ready", arms, shadow))
         except PlatformError as e:  # reported on the deployment; other deployments keep serving
             log.error("deployment %s failed to load: %s", dep.name, e.message)
@@ -219,10 +221,10 @@ class DeploymentManager:
                 primary = max(resolved.targets, key=lambda t: t[1])[0]
                 spec = spec.model_copy(update={"runtime": default_runtime(primary.manifest)})
             assert spec.runtime is not None
-            self._arms(resolved, None, spec.runtime)  # nothing has changed if this fails
+            self._arms(resolved, None, spec.runtime, spec.precision)  # nothing has changed if this fails
             with self.db.session() as s:
                 dep, created = deploy(s, name, spec, resolved, replace)
-            arms, shadow = self._arms(resolved, dep, spec.runtime)  # warm now: no second load
+            arms, shadow = self._arms(resolved, dep, spec.runtime, spec.precision)  # warm: no second load
             return self._set(LoadedDeployment(dep, "ready", arms, shadow)), created
 
     def rollback(self, name: str) -> LoadedDeployment:

@@ -49,6 +49,8 @@ class DeploySpec(BaseModel):
     runtime: RuntimeName | None = None
     """torch | onnx | llm | embedding; default: by the version (llm for language models,
     embedding for encoders, onnx for imported graphs, torch for the rest)."""
+    precision: Literal["fp32", "bf16", "int8"] = "fp32"
+    """Language models only: weights in fp32, bf16 or int8 (weight-only)."""
     replicas: int = Field(1, ge=1, le=64)
     """Serving threads per version, sharing the loaded model."""
     batching: BatchingConfig = Field(default_factory=BatchingConfig)

@@ -21,6 +21,7 @@ from modelhost.registry.manifest import Manifest
 from modelhost.serving.embeddings import Embedder
 from modelhost.serving.llm.chat import render_chat
 from modelhost.serving.llm.engine import Engine, EngineConfig, Output
+from modelhost.serving.llm.quantize import Precision, apply_precision
 from modelhost.serving.llm.sampling import SamplingParams
 from modelhost.serving.runtimes.base import Runtime
 
@@ -40,7 +41,12 @@ class LLMRuntime(Runtime):
     batched = False
 
     def __init__(
-        self, manifest: Manifest, weights: bytes, tokenizer: bytes, config: EngineConfig = EngineConfig()
+        self,
+        manifest: Manifest,
+        weights: bytes,
+        tokenizer: bytes,
+        config: EngineConfig = EngineConfig(),
+        precision: Precision = "fp32",
     ) -> None:
         if manifest.architecture != "llama":
             raise LoadFailed(
@@ -52,13 +58,15 @@ class LLMRuntime(Runtime):
         self.model = LlamaForCausalLM(model_config)
         self.model.load_state_dict(load(weights), strict=True)
         self.model.eval()
+        self.precision = precision
+        apply_precision(self.model, precision, layers=self.model.model.layers)
         self.tokenizer = _tokenizer(tokenizer)
         self.chat_template: str | None = manifest.config.get("chat_template")
         self.eos_ids = list(manifest.config.get("eos_token_ids") or [])
         max_len = min(config.max_len, model_config.max_position_embeddings)
         self.engine = Engine(
             self.model,
-            lambda slots, length: KVCache.for_model(self.model, slots, length),
+            lambda slots, length: KVCache.for_model(self.model, slots, length),  # the head's dtype
             self.tokenizer,
             self.eos_ids,
             dataclasses.replace(config, max_len=max_len),

@@ -35,12 +35,17 @@ def _onnx(manifest: Manifest, read_file: ReadFile) -> Runtime:
     return OnnxRuntime(manifest, model)
 
 
-def _llm(manifest: Manifest, read_file: ReadFile) -> Runtime:
+def _llm(manifest: Manifest, read_file: ReadFile, precision: str = "fp32") -> Runtime:
     from modelhost.serving.llm.runtime import LLMRuntime
 
     if manifest.task != "language_model":
         raise LoadFailed(f"runtime 'llm' serves language models; this version's task is {manifest.task!r}")
-    return LLMRuntime(manifest, read_file(WEIGHTS_FILE), read_file(TOKENIZER_FILE))
+    return LLMRuntime(
+        manifest,
+        read_file(WEIGHTS_FILE),
+        read_file(TOKENIZER_FILE),
+        precision=precision,  # type: ignore[arg-type]
+    )
 
 
 def _embedding(manifest: Manifest, read_file: ReadFile) -> Runtime:
@@ -68,11 +73,15 @@ def default_runtime(manifest: Manifest) -> str:
     return "onnx" if manifest.architecture == "onnx" else "torch"
 
 
-def load_runtime(kind: str, manifest: Manifest, read_file: ReadFile) -> Runtime:
+def load_runtime(kind: str, manifest: Manifest, read_file: ReadFile, precision: str = "fp32") -> Runtime:
     try:
         loader = LOADERS[kind]
     except KeyError:
         raise InvalidInput(f"unknown runtime {kind!r}; known: {', '.join(LOADERS)}") from None
+    if kind == "llm":
+        return _llm(manifest, read_file, precision)
+    if precision != "fp32":
+        raise InvalidInput(f"precision {precision!r} applies to runtime 'llm'; runtime {kind!r} serves fp32")
     return loader(manifest, read_file)
 
 

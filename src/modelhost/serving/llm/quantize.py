@@ -1,0 +1,55 @@
+"""Weights for an LLM deployment's precision: fp32 as trained, bf16 (this CPU has AVX-512
+BF16), or int8 weight-only — each output channel of each decoder Linear scaled into int8,
+multiplied by torch's int8-weight kernel with float activations. Embeddings, norms and the
+output head stay as they are (the head may share the embedding's tensor)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+Precision = Literal["fp32", "bf16", "int8"]
+
+
+class Int8Linear(nn.Module):
+    """``x @ W.T + b`` with W stored as int8 rows and one float scale per row."""
+
+    weight_int8: torch.Tensor
+    scale: torch.Tensor
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        w = linear.weight.detach().float()
+        scale = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)
+        self.register_buffer("weight_int8", torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8))
+        self.register_buffer("scale", scale)
+        self.bias = (
+            None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), requires_grad=False)
+        )
+        self.out_features = linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1]).float()
+        y = torch._weight_int8pack_mm(flat, self.weight_int8, self.scale)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+
+
+def apply_precision(model: nn.Module, precision: Precision, layers: nn.Module | None = None) -> nn.Module:
+    """``model`` in ``precision`` (in place). ``layers``: the part whose Linears int8 replaces."""
+    if precision == "bf16":
+        return model.to(torch.bfloat16)
+    if precision == "int8":
+        _replace_linears(layers if layers is not None else model)
+    return model
+
+
+def _replace_linears(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, nn.Linear):
+            setattr(module, name, Int8Linear(child))
+        else:
+            _replace_linears(child)
