@@ -408,6 +408,7 @@ def deploy(
         str | None,
         typer.Option(help="torch, onnx, llm or embedding [by the version: llm for language models]."),
     ] = None,
+    precision: Annotated[str, typer.Option(help="Language models: fp32, bf16 or int8 weight-only.")] = "fp32",
     replicas: Annotated[int, typer.Option(help="Serving threads per version.")] = 1,
     max_batch_size: Annotated[int, typer.Option(help="Most rows in one forward pass.")] = 64,
     max_wait_ms: Annotated[float, typer.Option(help="How long a batch may wait for more requests.")] = 0.0,
@@ -430,6 +431,7 @@ def deploy(
         traffic=_traffic(traffic) if traffic else None,
         shadow=_version_ref(shadow) if shadow else None,
         runtime=runtime,
+        precision=precision,
         replicas=replicas,
         batching=batching,
     )
