@@ -94,7 +94,7 @@ def read_gguf(source: str | IO[bytes], filename: str = "model.gguf") -> Imported
         reader = gguf.GGUFReader(source)  # type: ignore[arg-type]  # np.memmap takes open files too
         meta = {name: field.contents() for name, field in reader.fields.items()}
     except _READ_ERRORS as e:
-        raise InvalidInput(f"{filename!r} is not a readable GGUF file: {e}") from e
+        raise InvalidInput(f"{filename!r} is not a readable GGUF file (truncated or damaged: {e})") from e
     config = gguf_config(meta, {t.name for t in reader.tensors})
     try:
         tensors = dict(_tensors(reader, meta["general.architecture"], config))
