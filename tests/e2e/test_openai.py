@@ -159,3 +159,12 @@ def test_llm_metrics_are_exported(client, http: httpx.Client) -> None:
     assert values['modelhost_llm_generation_tokens_total{deployment="smol"}'] >= 5
     assert values['modelhost_llm_prompt_tokens_total{deployment="smol"}'] >= 3
     assert 'modelhost_llm_kv_cache_usage_ratio{deployment="smol"}' in values
+
+
+def test_a_deployment_can_serve_int8_weights(client, http: httpx.Client) -> None:
+    r = http.put("/api/v1/deployments/smol-int8", json={"model": "smollm2", "precision": "int8"})
+    assert r.status_code == 201 and r.json()["spec"]["precision"] == "int8"
+    out = client.chat.completions.create(model="smol-int8", messages=QUESTION, max_tokens=12, temperature=0)
+    assert "Paris" in out.choices[0].message.content  # SmolLM2 still knows, in int8
+    bad = http.put("/api/v1/deployments/emb-int8", json={"model": "minilm", "precision": "int8"})
+    assert bad.status_code == 400 and "applies to runtime 'llm'" in bad.text
