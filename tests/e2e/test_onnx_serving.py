@@ -87,7 +87,7 @@ def test_imported_onnx_file_is_served_by_its_own_names(
 def test_import_refuses_what_it_cannot_serve(server: Server, http: httpx.Client, tmp_path: Path) -> None:
     (tmp_path / "model.gguf").write_bytes(b"GGUF")
     gguf = cli(server, "import", str(tmp_path / "model.gguf"), "--name", "llm", ok=False)
-    assert gguf.returncode == 1 and "GGUF files arrive with the LLM runtime" in gguf.stderr
+    assert gguf.returncode == 1 and "'model.gguf' is not a readable GGUF file" in gguf.stderr
     (tmp_path / "hf").mkdir()
     folder = cli(server, "import", str(tmp_path / "hf"), "--name", "llm", ok=False)
     assert folder.returncode == 1 and "Hugging Face folders" in folder.stderr
