@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import torch
 from safetensors.torch import load
 from tokenizers import Tokenizer
+from torch import nn
 
 from modelhost.errors import InvalidInput, LoadFailed
 from modelhost.nn.bert import Bert
+from modelhost.nn.gpt2 import GPT2Config, GPT2LMHeadModel
+from modelhost.nn.gpt2 import kv_cache as gpt2_cache
 from modelhost.nn.llama import KVCache, LlamaConfig, LlamaForCausalLM
 from modelhost.registry.manifest import Manifest
 from modelhost.serving.embeddings import Embedder
@@ -25,13 +28,28 @@ from modelhost.serving.llm.quantize import Precision, apply_precision
 from modelhost.serving.llm.sampling import SamplingParams
 from modelhost.serving.runtimes.base import Runtime
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
 
 def _tokenizer(data: bytes) -> Tokenizer:
     tk = Tokenizer.from_str(data.decode())
     tk.encode_special_tokens = True  # "<|im_end|>" typed in a prompt is text, not the control token
     return tk
+
+
+def _causal_lm(manifest: Manifest) -> tuple[nn.Module, nn.Module, Callable[..., Any], int]:
+    """The version's module (empty), the part int8 quantises, its cache factory, its context."""
+    if manifest.architecture == "llama":
+        known = {f.name for f in dataclasses.fields(LlamaConfig)}
+        lc = LlamaConfig(**{k: v for k, v in manifest.config.items() if k in known})
+        llama = LlamaForCausalLM(lc)
+        return llama, llama.model.layers, KVCache.for_model, lc.max_position_embeddings
+    if manifest.architecture == "gpt2":
+        known = {f.name for f in dataclasses.fields(GPT2Config)}
+        gc = GPT2Config(**{k: v for k, v in manifest.config.items() if k in known})
+        gpt2 = GPT2LMHeadModel(gc)
+        return gpt2, gpt2.transformer.h, gpt2_cache, gc.n_positions - 1
+    raise LoadFailed(
+        f"runtime 'llm' serves llama-family and gpt2 models; this version is {manifest.architecture!r}"
+    )
 
 
 class LLMRuntime(Runtime):
@@ -48,25 +66,18 @@ class LLMRuntime(Runtime):
         config: EngineConfig = EngineConfig(),
         precision: Precision = "fp32",
     ) -> None:
-        if manifest.architecture != "llama":
-            raise LoadFailed(
-                f"runtime 'llm' serves the llama family; this version is {manifest.architecture!r}"
-            )
-        self.manifest = manifest
-        known = {f.name for f in dataclasses.fields(LlamaConfig)}
-        model_config = LlamaConfig(**{k: v for k, v in manifest.config.items() if k in known})
-        self.model = LlamaForCausalLM(model_config)
-        self.model.load_state_dict(load(weights), strict=True)
-        self.model.eval()
-        self.precision = precision
-        apply_precision(self.model, precision, layers=self.model.model.layers)
+        model, layers, make_cache, context = _causal_lm(manifest)
+        model.load_state_dict(load(weights), strict=True)
+        self.model = model.eval()
+        self.manifest, self.precision = manifest, precision
+        apply_precision(self.model, precision, layers=layers)
         self.tokenizer = _tokenizer(tokenizer)
         self.chat_template: str | None = manifest.config.get("chat_template")
         self.eos_ids = list(manifest.config.get("eos_token_ids") or [])
-        max_len = min(config.max_len, model_config.max_position_embeddings)
+        max_len = min(config.max_len, context)
         self.engine = Engine(
             self.model,
-            lambda slots, length: KVCache.for_model(self.model, slots, length),  # the head's dtype
+            lambda slots, length: make_cache(self.model, slots, length),  # in the model's dtype
             self.tokenizer,
             self.eos_ids,
             dataclasses.replace(config, max_len=max_len),

@@ -1,0 +1,88 @@
+"""The LLM runtime builds the version's architecture (llama family, GPT-2) and its engine
+generates what the model alone would, greedy, in every precision it offers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+from safetensors.torch import save
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+from modelhost.errors import LoadFailed
+from modelhost.nn.gpt2 import GPT2Config, GPT2LMHeadModel
+from modelhost.nn.llama import LlamaConfig, LlamaForCausalLM
+from modelhost.registry.manifest import Manifest, Signature, TensorSpec
+from modelhost.serving.llm.runtime import LLMRuntime
+from modelhost.serving.llm.sampling import SamplingParams
+
+
+def tokenizer_json() -> bytes:
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tk = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    return tk.to_str().encode()
+
+
+def version(architecture: str) -> tuple[Manifest, bytes, torch.nn.Module]:
+    torch.manual_seed(0)
+    if architecture == "llama":
+        config = {
+            "vocab_size": 256,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 256,
+        }
+        model: torch.nn.Module = LlamaForCausalLM(LlamaConfig(**config))
+    else:
+        config = {"vocab_size": 256, "n_positions": 128, "n_embd": 32, "n_layer": 2, "n_head": 2}
+        model = GPT2LMHeadModel(GPT2Config(**config))
+    signature = Signature(
+        inputs=[TensorSpec(name="input_ids", datatype="INT64", shape=[-1, -1])],
+        outputs=[TensorSpec(name="logits", datatype="FP32", shape=[-1, -1, 256])],
+    )
+    manifest = Manifest(
+        architecture=architecture,
+        config={**config, "eos_token_ids": []},
+        task="language_model",
+        signature=signature,
+    )
+    weights = save({k: v.contiguous() for k, v in model.state_dict().items()})
+    return manifest, weights, model.eval()
+
+
+@torch.inference_mode()
+def alone(model: torch.nn.Module, prompt: list[int], n: int) -> list[int]:
+    ids = list(prompt)
+    for _ in range(n):
+        ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+    return ids[len(prompt) :]
+
+
+@pytest.mark.parametrize("architecture", ["llama", "gpt2"])
+def test_the_runtime_generates_what_the_model_alone_would(architecture) -> None:
+    manifest, weights, model = version(architecture)
+    runtime = LLMRuntime(manifest, weights, tokenizer_json())
+
+    async def run() -> list[int]:
+        return [
+            o.token_id
+            async for o in runtime.generate([5, 6, 7], SamplingParams(temperature=0, max_tokens=10))
+        ]
+
+    try:
+        assert asyncio.run(run()) == alone(model, [5, 6, 7], 10)
+    finally:
+        runtime.close()
+    assert runtime.context_length <= (256 if architecture == "llama" else 127)
+
+
+def test_other_architectures_are_refused_by_name() -> None:
+    manifest, weights, _ = version("llama")
+    with pytest.raises(LoadFailed, match="serves llama-family and gpt2"):
+        LLMRuntime(manifest.model_copy(update={"architecture": "mlp"}), weights, tokenizer_json())
