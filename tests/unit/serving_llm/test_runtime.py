@@ -84,5 +84,43 @@ def test_the_runtime_generates_what_the_model_alone_would(architecture) -> None:
 
 def test_other_architectures_are_refused_by_name() -> None:
     manifest, weights, _ = version("llama")
-    with pytest.raises(LoadFailed, match="serves llama-family and gpt2"):
+    with pytest.raises(LoadFailed, match="serves llama-family, gpt2 and gpt models"):
         LLMRuntime(manifest.model_copy(update={"architecture": "mlp"}), weights, tokenizer_json())
+
+
+def test_a_gpt_trained_here_is_served_by_the_engine() -> None:
+    from modelhost.datasets.sources import TextSource
+    from modelhost.registry.manifest import TOKENIZER_FILE, WEIGHTS_FILE
+    from modelhost.training.data import prepare
+    from modelhost.training.loop import fit
+    from modelhost.training.package import package
+    from modelhost.training.spec import parse_spec
+
+    spec = parse_spec(
+        {
+            "dataset": "corpus",
+            "task": "language_model",
+            "model": {"architecture": "gpt", "block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 32},
+            "epochs": 2,
+            "batch_size": 16,
+            "optimizer": {"lr": 0.01},
+        }
+    )
+    data = prepare(TextSource("hello world, hello modelhost. " * 40), spec)
+    result = fit(spec, data, lambda *_: False)
+    manifest, files = package(spec, data, result, run_id=1, dataset_sha256="0" * 64)
+    runtime = LLMRuntime(manifest, files[WEIGHTS_FILE], files[TOKENIZER_FILE])
+    prompt = runtime.encode("hello wor")
+
+    async def run() -> tuple[list[int], str]:
+        outs = [o async for o in runtime.generate(prompt, SamplingParams(temperature=0, max_tokens=12))]
+        return [o.token_id for o in outs], "".join(o.text for o in outs)
+
+    try:
+        tokens, text = asyncio.run(run())
+    finally:
+        runtime.close()
+    with torch.inference_mode():
+        expected = result.model.eval().generate(torch.tensor([prompt]), 12, temperature=0)[0, len(prompt) :]
+    assert tokens == expected.tolist()
+    assert text == data.preprocessing.decode(expected.tolist())

@@ -11,12 +11,15 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 from safetensors.torch import load
 from tokenizers import Tokenizer
 from torch import nn
 
 from modelhost.errors import InvalidInput, LoadFailed
+from modelhost.nn import build_model
 from modelhost.nn.bert import Bert
+from modelhost.nn.gpt import GPT
 from modelhost.nn.gpt2 import GPT2Config, GPT2LMHeadModel
 from modelhost.nn.gpt2 import kv_cache as gpt2_cache
 from modelhost.nn.llama import KVCache, LlamaConfig, LlamaForCausalLM
@@ -47,9 +50,50 @@ def _causal_lm(manifest: Manifest) -> tuple[nn.Module, nn.Module, Callable[..., 
         gc = GPT2Config(**{k: v for k, v in manifest.config.items() if k in known})
         gpt2 = GPT2LMHeadModel(gc)
         return gpt2, gpt2.transformer.h, gpt2_cache, gc.n_positions - 1
+    if manifest.architecture == "gpt":  # modelhost's own, trained here
+        gpt = build_model("gpt", manifest.config)
+        assert isinstance(gpt, GPT)
+        # it sees the last block_size tokens; a sequence may run longer (the engine's own bound)
+        return CachelessLM(gpt), gpt.transformer.h, TokenHistory, 1 << 20
     raise LoadFailed(
-        f"runtime 'llm' serves llama-family and gpt2 models; this version is {manifest.architecture!r}"
+        f"runtime 'llm' serves llama-family, gpt2 and gpt models; this version is {manifest.architecture!r}"
     )
+
+
+class TokenHistory:
+    """The "cache" of a model without one: each slot's tokens so far."""
+
+    def __init__(self, model: nn.Module, n_slots: int, max_len: int) -> None:
+        self.ids: list[list[int]] = [[] for _ in range(n_slots)]
+        self.max_len = max_len
+
+    def reset(self, slots: list[int]) -> None:
+        for s in slots:
+            self.ids[s] = []
+
+
+class CachelessLM(nn.Module):
+    """modelhost's GPT behind the engine's interface: every step runs each row's whole
+    context (at most ``block_size`` tokens, so the cost stays bounded). Correct and simple;
+    the llama family has the real KV cache."""
+
+    def __init__(self, gpt: GPT) -> None:
+        super().__init__()
+        self.gpt = gpt
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        return self.gpt.load_state_dict(state_dict, strict=strict, assign=assign)  # the version's own names
+
+    def forward(
+        self, input_ids: torch.Tensor, cache: TokenHistory, slots: torch.Tensor, last_only: bool = True
+    ) -> torch.Tensor:
+        rows = []
+        for row, slot in zip(input_ids.tolist(), slots.tolist(), strict=True):
+            cache.ids[slot].extend(row)
+            context = torch.tensor([cache.ids[slot][-self.gpt.config.block_size :]])
+            logits, _ = self.gpt(context)
+            rows.append(logits[:, -1:] if last_only else logits[:, -len(row) :])
+        return torch.cat(rows)
 
 
 class LLMRuntime(Runtime):
@@ -125,8 +169,6 @@ class EmbeddingRuntime(Runtime):
             raise LoadFailed(
                 f"runtime 'embedding' serves encoders; this version is {manifest.architecture!r}"
             )
-        from modelhost.nn import build_model
-
         self.manifest = manifest
         model = build_model("bert", manifest.config)
         model.load_state_dict(load(weights), strict=True)

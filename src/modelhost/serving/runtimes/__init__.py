@@ -66,7 +66,7 @@ LOADERS: dict[str, Callable[[Manifest, ReadFile], Runtime]] = {
 
 def default_runtime(manifest: Manifest) -> str:
     """The runtime a deployment gets when it names none: by what the version is."""
-    if manifest.task == "language_model" and manifest.architecture in ("llama", "gpt2"):
+    if manifest.task == "language_model" and manifest.architecture in ("llama", "gpt2", "gpt"):
         return "llm"
     if manifest.task == "embedding":
         return "embedding"
