@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -116,3 +117,41 @@ def test_example_trains_as_documented(http: httpx.Client, example: str) -> None:
         assert manifest["signature"]["inputs"][0]["datatype"] == "INT64"
     else:
         assert value > bar, manifest["metrics"]
+
+
+def test_trained_examples_serve_raw_pixels_sequences_and_text(http: httpx.Client) -> None:
+    """Clients send what the data was — pixels, sequences, text — and the version's saved
+    preprocessing (resize and normalise, scale, tokenise) runs inside the deployment."""
+    from sklearn.datasets import load_digits
+
+    for name, model in (("cnn", "digits-cnn"), ("lstm", "waves-lstm"), ("reviews", "reviews-transformer")):
+        r = http.put(f"/api/v1/deployments/{name}", json={"model": model})
+        assert r.status_code == 201, r.text
+    digits = load_digits()
+    pixels = (digits.images[:60] * 255 / 16).round().astype(int)
+    r = http.post("/v1/models/cnn:predict", json={"instances": pixels.tolist()})
+    assert r.status_code == 200, r.text
+    assert (np.array(r.json()["predictions"]) == digits.target[:60]).mean() > 0.6
+    big = np.kron(pixels[:5], np.ones((2, 2), dtype=int))  # 16x16: resized to what the model saw
+    assert http.post("/v1/models/cnn:predict", json={"instances": big.tolist()}).status_code == 200
+    body = {
+        "inputs": [
+            {"name": "image", "shape": [5, 8, 8], "datatype": "FP32", "data": pixels[:5].ravel().tolist()}
+        ]
+    }
+    r = http.post("/v2/models/cnn/infer", json=body)
+    assert r.status_code == 200, r.text
+
+    waves = make_data("lstm_sequences")(n=40, seed=9)
+    r = http.post("/v1/models/lstm:predict", json={"instances": waves["x"].tolist()})
+    assert r.status_code == 200, r.text
+    assert (np.array(r.json()["predictions"]) == waves["y"]).mean() > 0.75
+
+    reviews = [json.loads(line) for line in make_data("text_classifier")(n=40, seed=9).splitlines()]
+    r = http.post("/v1/models/reviews:predict", json={"instances": [x["text"] for x in reviews]})
+    assert r.status_code == 200, r.text
+    assert (np.array(r.json()["predictions"]) == np.array([x["label"] for x in reviews])).mean() > 0.85
+    bad = http.post("/v1/models/reviews:predict", json={"instances": [3]})
+    assert bad.status_code == 400 and "expected a string" in bad.text
+    bad = http.post("/v1/models/lstm:predict", json={"instances": [[1, 2], [3]]})
+    assert bad.status_code == 400

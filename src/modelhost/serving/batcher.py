@@ -211,6 +211,14 @@ class Batcher:
             waiting = cast(list[Pending], got)
 
     def _run(self, batch: list[Pending]) -> None:
+        shapes = [tuple((n, a.shape[1:]) for n, a in sorted(p.inputs.items())) for p in batch]
+        if len(set(shapes)) > 1:  # raw images of several sizes: one forward per size
+            groups: dict[tuple[object, ...], list[Pending]] = {}
+            for p, shape in zip(batch, shapes, strict=True):
+                groups.setdefault(shape, []).append(p)
+            for group in groups.values():
+                self._run(group)
+            return
         now = time.perf_counter()
         total = sum(p.rows for p in batch)
         self.observer.batch(total, [now - p.enqueued for p in batch])

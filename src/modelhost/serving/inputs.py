@@ -30,6 +30,8 @@ def instances_to_array(
     straight to float32, which would otherwise also read ``"2"`` as 2.
     """
     spec = _feature_spec(signature)
+    if spec.datatype != "FP32" or len(spec.shape) != 2 or spec.shape[-1] < 0:
+        return _shaped_instances(instances, spec, max_instances)
     width = spec.shape[-1]
     plain = not may_hold_bools and isinstance(instances, list) and 0 < len(instances) <= max_instances
     if plain and not may_hold_strings:
@@ -77,3 +79,50 @@ def instances_to_array(
     if not np.isfinite(x).all():
         raise InvalidInput("instances contain NaN or infinity")
     return x
+
+
+_DTYPES = {"FP32": np.float32, "FP64": np.float64, "INT32": np.int32, "INT64": np.int64, "BOOL": np.bool_}
+
+
+def _shaped_instances(instances: Any, spec: TensorSpec, max_instances: int) -> np.ndarray:
+    """Instances of any other signature: texts (BYTES), rows with text cells, images, sequences,
+    token ids. Each instance must have the input's shape without its batch dimension (-1: any
+    size, the same for every instance); the runtime's preprocessing does the rest."""
+    if not isinstance(instances, list) or not instances:
+        raise InvalidInput("'instances' must be a non-empty list")
+    if len(instances) > max_instances:
+        raise InvalidInput(f"'instances' has {len(instances)} items; at most {max_instances} per request")
+    items = [
+        inst[spec.name] if isinstance(inst, dict) and set(inst) == {spec.name} else inst for inst in instances
+    ]
+    if spec.datatype == "BYTES":
+        arr = np.empty(len(items), dtype=object)
+        arr[:] = items
+        if len(spec.shape) == 1:
+            bad = next((i for i, v in enumerate(items) if not isinstance(v, str)), None)
+            if bad is not None:
+                raise InvalidInput(f"instances[{bad}]: expected a string for {spec.name!r}")
+            return arr
+        width = spec.shape[-1]
+        for i, v in enumerate(items):
+            if not isinstance(v, list) or len(v) != width:
+                raise InvalidInput(f"instances[{i}]: expected a list of {width} values for {spec.name!r}")
+        return np.array(items, dtype=object)
+    try:
+        with np.errstate(over="ignore"):
+            arr = np.asarray(items, dtype=_DTYPES[spec.datatype])
+    except (ValueError, TypeError, OverflowError):
+        raise InvalidInput(
+            f"instances: every instance of {spec.name!r} must be numbers of one shape "
+            f"{['any' if d < 0 else d for d in spec.shape[1:]]}"
+        ) from None
+    want = spec.shape[1:]
+    got: list[int] = list(arr.shape[1:])
+    if len(got) != len(want) or any(w not in (-1, g) for w, g in zip(want, got, strict=True)):
+        raise InvalidInput(
+            f"instances: {spec.name!r} takes instances of shape {['any' if d < 0 else d for d in want]}, "
+            f"got {got}"
+        )
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise InvalidInput("instances contain NaN or infinity")
+    return arr
