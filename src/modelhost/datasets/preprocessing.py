@@ -201,6 +201,10 @@ class NoPreprocessing(_State):
     def transform(self, x: np.ndarray) -> np.ndarray:
         if x.dtype.kind in "iub":
             return x
+        if x.dtype == np.float32:  # the serving path's own dtype: checked, never copied
+            if not np.isfinite(x).all():
+                raise InvalidInput("input: NaN or infinity")
+            return x
         return _numbers("input", x).astype(np.float32)
 
 
