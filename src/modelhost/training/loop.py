@@ -11,6 +11,7 @@ as one never stopped, and ends with bitwise-equal weights on the same machine.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ from modelhost.training.spec import TrainSpec
 # on_progress(step, total_steps, epoch | None, metrics) -> True to stop (cancel requested)
 ProgressFn = Callable[[int, int, int | None, dict[str, float]], bool]
 EVAL_BATCH = 1024
+_NO_AUTOCAST = contextlib.nullcontext()  # reusable: it holds no state
 
 
 class Cancelled(Exception):
@@ -127,11 +129,12 @@ class Trainer:
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
-            return contextlib.nullcontext()
+            return _NO_AUTOCAST
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def train_step(self, xb: torch.Tensor, yb: torch.Tensor) -> float:
-        self.model.train()
+        if not self.module.training:  # evaluation switched it off (the module: DDP wraps it)
+            self.model.train()
         if self.data.augment is not None:
             xb = self.data.augment(xb, self.augment_gen)
         self.opt.zero_grad(set_to_none=True)
@@ -158,8 +161,10 @@ class Trainer:
         bs, world = self.spec.batch_size, self.world_size
         for i in range(start, self.steps_per_epoch):
             batch = order[i * bs : (i + 1) * bs]
-            # equal shards, so the mean of the ranks' gradients is the global batch's gradient
-            yield batch[: len(batch) - len(batch) % world][self.rank :: world]
+            if world == 1:
+                yield batch
+            else:  # equal shards, so the mean of the ranks' gradients is the global batch's gradient
+                yield batch[: len(batch) - len(batch) % world][self.rank :: world]
 
     def agree(self, stop: bool) -> bool:
         """Rank 0's decision (cancel, stop) for every rank, so all leave the loop together."""
@@ -301,7 +306,7 @@ def fit(
             loss = t.train_step(t.x[idx], t.y[idx])
             p.batch, p.step = p.batch + 1, p.step + 1
             p.loss_sum, p.loss_count = p.loss_sum + loss, p.loss_count + 1
-            if not np.isfinite(loss):
+            if not math.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss} at step {p.step}; lower optimizer.lr")
             if every and p.step % every == 0:
                 save()
