@@ -334,7 +334,7 @@ def _result(t: Trainer, epoch_metrics: dict[str, float], stopped_early: int | No
     final = dict(epoch_metrics)
     scores, confusion = t.evaluate(t.data.x_test, t.data.y_test)
     final.update({f"test_{k}": v for k, v in scores.items()})
-    if confusion is None:
+    if confusion is None and t.spec.task in ("classification", "binary"):  # no test split: validation's
         _, confusion = t.evaluate(t.data.x_val, t.data.y_val)
     return FitResult(
         model=t.module,
