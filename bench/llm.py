@@ -147,9 +147,10 @@ def instrumented(runtime: LLMRuntime) -> Iterator[StepLog]:
 
 
 async def _generate_all(
-    runtime: LLMRuntime, ids: list[int], params: SamplingParams, n: int
+    runtime: LLMRuntime, ids: list[int], params: SamplingParams, n: int, rounds: int = 1
 ) -> tuple[list[int], list[float]]:
-    """``n`` sequences at once; each one's token count and time to its first text."""
+    """``n`` streams, each generating ``rounds`` times in a row (the load generator's closed
+    loop, without HTTP); each generation's token count and time to its first text."""
 
     async def one() -> tuple[int, float]:
         made, start, first = 0, time.perf_counter(), 0.0
@@ -158,14 +159,17 @@ async def _generate_all(
             first = first or (time.perf_counter() - start if out.text else 0.0)
         return made, first
 
-    done = await asyncio.gather(*(one() for _ in range(n)))
+    async def stream() -> list[tuple[int, float]]:
+        return [await one() for _ in range(rounds)]
+
+    done = [d for s in await asyncio.gather(*(stream() for _ in range(n))) for d in s]
     return [m for m, _ in done], [f for _, f in done]
 
 
-def ceiling(runtime: LLMRuntime, ids: list[int], max_tokens: int) -> dict[str, Any]:
-    """The engine's tokens/s with no HTTP: ``n`` sequences of ``ids`` submitted together through
-    the runtime's asyncio ``generate`` (what the OpenAI routes call), for n in CONCURRENCIES,
-    with where each step's time went."""
+def ceiling(runtime: LLMRuntime, ids: list[int], max_tokens: int, rounds: int) -> dict[str, Any]:
+    """The engine's tokens/s with no HTTP, on the workload the servers get: for n in
+    CONCURRENCIES, ``n`` streams of ``rounds`` generations of ``ids`` through the runtime's
+    asyncio ``generate`` (what the OpenAI routes call), with where each step's time went."""
     params = SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True)
     asyncio.run(_generate_all(runtime, ids, SamplingParams(temperature=0, max_tokens=8), 2))  # warm-up
     out: dict[str, Any] = {"torch_threads": torch.get_num_threads()}
@@ -173,7 +177,7 @@ def ceiling(runtime: LLMRuntime, ids: list[int], max_tokens: int) -> dict[str, A
         for n in CONCURRENCIES:
             log.clear()
             cpu, busy, start = process_cpu(), machine_busy(), time.perf_counter()
-            made, ttft = asyncio.run(_generate_all(runtime, ids, params, n))
+            made, ttft = asyncio.run(_generate_all(runtime, ids, params, n, rounds))
             wall = time.perf_counter() - start
             log.drained.wait(30)  # the last step ends just after its outputs were delivered
             other = machine_busy() - busy - (process_cpu() - cpu)
@@ -275,15 +279,15 @@ def process_cpu() -> float:
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds of a server's main thread (uvicorn's event loop) and of all its others
-    (the engine thread, torch's workers, the thread pool)."""
-    out = {"event_loop": 0.0, "other_threads": 0.0}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-            seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            out["event_loop" if int(task.name) == pid else "other_threads"] += seconds
-    return out
+    """CPU seconds of a server's main thread (uvicorn's event loop) and of all the others (the
+    engine thread, torch's workers, the thread pool; threads that have ended included)."""
+
+    def seconds(stat: Path) -> float:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    loop = seconds(Path(f"/proc/{pid}/task/{pid}/stat"))
+    return {"event_loop": loop, "other_threads": seconds(Path(f"/proc/{pid}/stat")) - loop}
 
 
 # --- servers and load --------------------------------------------------------------------------
@@ -412,28 +416,23 @@ def _head(*names: str) -> list[str]:
 
 def table(res: dict[str, Any]) -> list[str]:
     """The results as markdown tables (the terminal report prints them too)."""
-    rows = _head("c", "modelhost tokens/s", "err", "TTFT p50", "TTFT p99", "ITL p50", "TPOT p50",
-                 "server cores: loop + rest", "baseline tokens/s", "TTFT p50", "TTFT p99", "ratio",
-                 "other load (cores)")  # fmt: skip
+    rows = _head("c", "modelhost tokens/s", "err", "TTFT p50", "TTFT p99", "1st round TTFT p50", "ITL p50",
+                 "TPOT p50", "server cores: event loop + rest", "other load (cores)")  # fmt: skip
     for c in CONCURRENCIES:
-        a, b = res["modelhost"][str(c)], res["baseline"].get(str(c))
-        cores = a["server_cpu_cores"]
-        cells = [
-            *(str(c), f"{a['tokens_per_s']:.1f}", str(a["errors"])),
-            *(
-                _ms(a["ttft_ms"]["p50"]),
-                _ms(a["ttft_ms"]["p99"]),
-                _ms1(a["itl_ms"]["p50"]),
-                _ms1(a["tpot_ms"]["p50"]),
-            ),
-            f"{cores['event_loop']:.2f} + {cores['other_threads']:.2f}",
-        ]
-        if b is None:
-            cells += ["-"] * 4
-        else:
-            cells += [f"{b['tokens_per_s']:.1f}", _ms(b["ttft_ms"]["p50"]), _ms(b["ttft_ms"]["p99"]),
-                      f"{a['tokens_per_s'] / b['tokens_per_s']:.2f}x"]  # fmt: skip
-        rows.append(_row([*cells, f"{a['other_cores']:.2f}" + (f" / {b['other_cores']:.2f}" if b else "")]))
+        a, cores = res["modelhost"][str(c)], res["modelhost"][str(c)]["server_cpu_cores"]
+        ttft, first = a["ttft_ms"], a["ttft_first_round_ms"]
+        latency = [_ms(ttft["p50"]), _ms(ttft["p99"]), _ms(first["p50"]), _ms1(a["itl_ms"]["p50"])]
+        cpu = [f"{cores['event_loop']:.2f} + {cores['other_threads']:.2f}", f"{a['other_cores']:.2f}"]
+        rate = [str(c), f"{a['tokens_per_s']:.1f}", str(a["errors"])]
+        rows.append(_row([*rate, *latency, _ms1(a["tpot_ms"]["p50"]), *cpu]))
+    rows += ["", *_head("c", "baseline tokens/s", "err", "TTFT p50", "TTFT p99", "modelhost ÷ baseline",
+                        "other load (cores)")]  # fmt: skip
+    for c in CONCURRENCIES:
+        if (b := res["baseline"].get(str(c))) is None:
+            continue
+        ratio = res["modelhost"][str(c)]["tokens_per_s"] / b["tokens_per_s"]
+        rows.append(_row([str(c), f"{b['tokens_per_s']:.1f}", str(b["errors"]), _ms(b["ttft_ms"]["p50"]),
+                          _ms(b["ttft_ms"]["p99"]), f"{ratio:.2f}x", f"{b['other_cores']:.2f}"]))  # fmt: skip
     rows += ["", *_head("in-process n", "tokens/s", "TTFT p50", "HTTP ÷ in-process", "decode step ms",
                         "forward ms", "sampling ms", "in forward", "in sampling", "rest of steps",
                         "between steps", "prefill steps")]  # fmt: skip
@@ -496,7 +495,7 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         # what /v1/chat/completions feeds the model for MESSAGES today (see BENCHMARKS.md)
         res["chat_route_prompt_tokens"] = len(runtime.encode(runtime.chat_prompt(MESSAGES)))
         say(f"in-process ceiling ({threads} torch threads, {args.precision})")
-        res["inprocess"] = ceiling(runtime, ids, args.max_tokens)
+        res["inprocess"] = ceiling(runtime, ids, args.max_tokens, args.rounds)
         cached = len(ids) + args.max_tokens // 2  # a request's average context while it decodes
         say("profiling decode forwards")
         res["forward_ops"] = [forward_ops(runtime, ids, n, cached) for n in (1, CONCURRENCIES[-1])]

@@ -4,7 +4,8 @@
 ``--requests`` have been sent in all; each request is a streaming ``POST /v1/completions`` (SSE)
 made with httpx's asyncio client. Prints one JSON object: generated tokens/s over the whole
 point (the tokens of every response's usage chunk, divided by the time from the first request
-sent to the last response ended), time to first token (to the first chunk with text), the gaps
+sent to the last response ended), time to first token (to the first chunk with text; also of
+the first round alone, whose C requests arrive at once), the gaps
 between chunks with text (inter-token latency), errors, and the first response's text.
 
     python bench/llm_load.py --url http://127.0.0.1:8000 --key KEY --model smol \\
@@ -108,6 +109,10 @@ def summary(responses: list[Response], concurrency: int) -> dict[str, Any]:
         "tokens_per_request": sorted({r.tokens for r in ok}),
         "tokens_per_s": tokens / wall,
         "ttft_ms": percentiles([r.chunks[0] - r.sent for r in ok]),
+        # the first C requests arrive together; later ones, as earlier ones end (staggered)
+        "ttft_first_round_ms": percentiles(
+            [r.chunks[0] - r.sent for r in responses[:concurrency] if r in ok]
+        ),
         "itl_ms": percentiles(gaps),
         # time per output token after the first: a stream's pace, whatever its chunks hold
         "tpot_ms": percentiles([(r.chunks[-1] - r.chunks[0]) / max(1, r.tokens - 1) for r in ok]),
