@@ -49,6 +49,14 @@ class Settings(BaseSettings):
     """How often a worker renews its claim (at most half the lease)."""
     run_max_attempts: int = Field(3, ge=1)
     """Attempts a run gets before a lost worker fails it."""
+    allowed_hosts: list[str] | None = None
+    """Host names requests may name (DNS rebinding guard); default the loopback names and ``host``."""
+    allowed_origins: list[str] = []
+    """Browser origins besides the server's own that may make state-changing requests."""
+    encryption_key: SecretStr | None = None
+    """Key for artifacts at rest (AES-GCM); unset: artifacts are stored in the clear."""
+    encryption_key_file: Path | None = None
+    """File holding the key for artifacts at rest (instead of ``encryption_key``)."""
 
     @field_validator("home")
     @classmethod

@@ -17,9 +17,11 @@ import modelhost
 from modelhost.api.auth import AuthMiddleware
 from modelhost.api.dataplane import DataPlane, is_inference
 from modelhost.api.errors import install_error_handlers
+from modelhost.api.guards import RequestGuards
 from modelhost.api.limits import BodySizeMiddleware
 from modelhost.api.routes import (
     aliases,
+    audit,
     datasets,
     deployments,
     health,
@@ -28,10 +30,13 @@ from modelhost.api.routes import (
     metrics,
     models,
     openai,
+    projects,
     runs,
     sweeps,
+    users,
 )
 from modelhost.artifacts import open_artifacts
+from modelhost.audit.middleware import AuditMiddleware
 from modelhost.auth.service import Authenticator, CreatedKey, ensure_admin_key
 from modelhost.config import Settings, load_settings
 from modelhost.db import Database
@@ -116,10 +121,14 @@ def create_app(settings: Settings | None = None) -> ModelhostApp:
     limits = {"max_request_bytes": settings.max_request_bytes, "max_upload_bytes": settings.max_upload_bytes}
     app.add_middleware(DataPlane, service=app.state.inference, max_body_bytes=settings.max_request_bytes)
     app.add_middleware(BodySizeMiddleware, **limits)
-    app.add_middleware(AuthMiddleware, authenticator=app.state.authenticator)  # outermost: auth first
+    app.add_middleware(AuditMiddleware, db=db)  # sees the principal and the answer's status
+    app.add_middleware(AuthMiddleware, authenticator=app.state.authenticator)
+    app.add_middleware(RequestGuards, settings=settings)  # outermost: Host, Origin, headers first
     full_stack = functools.partial(FastAPI.__call__, app)  # for paths the pre-check let through
     dataplane = DataPlane(full_stack, app.state.inference, settings.max_request_bytes)
-    app.fast_path = AuthMiddleware(BodySizeMiddleware(dataplane, **limits), app.state.authenticator)
+    app.fast_path = RequestGuards(
+        AuthMiddleware(BodySizeMiddleware(dataplane, **limits), app.state.authenticator), settings
+    )
     for r in (datasets, models):  # uploads: the bigger limit (plus multipart framing)
         app.include_router(r.router, max_body_size=settings.max_upload_bytes + 64 * 1024)
     for r in (
@@ -129,6 +138,9 @@ def create_app(settings: Settings | None = None) -> ModelhostApp:
         aliases,
         deployments,
         keys,
+        projects,
+        users,
+        audit,
         inference,
         openai,
         metrics,
