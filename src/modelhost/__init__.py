@@ -16,6 +16,7 @@ from modelhost.errors import (
     NotReady,
     Overloaded,
     PlatformError,
+    RateLimited,
     Unauthenticated,
 )
 
@@ -31,6 +32,7 @@ __all__ = [
     "NotReady",
     "Overloaded",
     "PlatformError",
+    "RateLimited",
     "Unauthenticated",
     "__version__",
 ]

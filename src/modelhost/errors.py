@@ -74,6 +74,14 @@ class Overloaded(PlatformError, code="overloaded", status=503):
         self.retry_after = retry_after
 
 
+class RateLimited(PlatformError, code="rate_limited", status=429):
+    """A key's request rate or token quota is used up. Clients should retry after ``retry_after`` s."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class GatewayTimeout(PlatformError, code="timeout", status=504):
     """The request was not answered within its deadline (and was dropped if not yet run)."""
 

@@ -22,6 +22,7 @@ from modelhost.errors import (
     Overloaded,
     PayloadTooLarge,
     PlatformError,
+    RateLimited,
     Unauthenticated,
     describe_validation_errors,
 )
@@ -68,7 +69,7 @@ def error_response(path: str, exc: PlatformError) -> JSONResponse:
     else:
         body = {"error": {"type": exc.code, "message": exc.message}}
     headers = {}
-    if isinstance(exc, Overloaded):
+    if isinstance(exc, Overloaded | RateLimited):
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     if isinstance(exc, Unauthenticated):
         headers["WWW-Authenticate"] = "Bearer"

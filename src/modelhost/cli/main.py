@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from modelhost.cli import commands
+from modelhost.cli import audit, commands, protection, tenancy
 from modelhost.cli.output import console, report_error
 from modelhost.client import Client
 from modelhost.config import load_settings
@@ -26,6 +26,10 @@ app.add_typer(commands.sweeps, name="sweeps")
 app.add_typer(commands.models, name="models")
 app.add_typer(commands.deployments, name="deployments")
 app.add_typer(commands.keys, name="keys")
+app.add_typer(tenancy.users, name="users")
+app.add_typer(tenancy.projects, name="projects")
+app.add_typer(audit.audit, name="audit")
+app.add_typer(protection.encryption, name="encryption")
 app.command()(commands.train)
 app.command("import")(commands.import_model)
 app.command()(commands.deploy)
