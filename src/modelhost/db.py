@@ -155,6 +155,7 @@ def _run_hooks(s: Session, kind: str) -> None:
 
 def import_all_tables() -> None:
     """Import every feature's tables so ``Base.metadata`` is complete (Alembic, tests)."""
+    from modelhost.audit import tables as _audit  # noqa: F401
     from modelhost.auth import tables as _auth  # noqa: F401
     from modelhost.datasets import tables as _datasets  # noqa: F401
     from modelhost.registry import tables as _registry  # noqa: F401
