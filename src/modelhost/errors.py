@@ -62,6 +62,10 @@ class PayloadTooLarge(PlatformError, code="payload_too_large", status=413):
     """The upload or request body exceeds the configured limit."""
 
 
+class UnsupportedMediaType(PlatformError, code="unsupported_media_type", status=415):
+    """The body's Content-Type is not one this route reads; the message names the expected one."""
+
+
 class UnsafeContent(PlatformError, code="unsafe_content", status=422):
     """The upload is of a kind modelhost refuses to load (for example a pickle)."""
 

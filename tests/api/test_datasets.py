@@ -33,7 +33,7 @@ async def api(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(Settings(home=tmp_path / "home", admin_key=ADMIN, max_upload_bytes=4 << 20))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://modelhost") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             client.headers["Authorization"] = f"Bearer {ADMIN}"
             yield client
 
