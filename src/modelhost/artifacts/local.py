@@ -66,7 +66,7 @@ class LocalArtifactStore(ArtifactStore):
     def download(self, key: str, dest: Path, expected_sha256: str | None = None) -> Digest:
         dest = Path(dest)
         with _storage_errors(key):
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         return self._read(key, expected_sha256, partial(write_atomic, dest))
 
     def digest(self, key: str) -> Digest:
