@@ -280,3 +280,11 @@ class Client:
             return self._http.get("/v2/health/ready").status_code == 200
         except httpx.TransportError:
             return False
+
+    # --- audit
+    def audit(self, **filters: Any) -> dict[str, Any]:
+        """One page of the audit log (admin): ``since``, ``until``, ``actor``, ``action``, ``outcome``,
+        ``limit``, ``cursor``; returns ``{"entries": [...], "next_cursor": int | None}``."""
+        params = {k: v for k, v in filters.items() if v is not None}
+        params.update({k: v.isoformat() for k, v in params.items() if hasattr(v, "isoformat")})
+        return self._call("GET", "/api/v1/audit", params=params)  # type: ignore[no-any-return]

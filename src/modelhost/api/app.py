@@ -121,8 +121,8 @@ def create_app(settings: Settings | None = None) -> ModelhostApp:
     limits = {"max_request_bytes": settings.max_request_bytes, "max_upload_bytes": settings.max_upload_bytes}
     app.add_middleware(DataPlane, service=app.state.inference, max_body_bytes=settings.max_request_bytes)
     app.add_middleware(BodySizeMiddleware, **limits)
-    app.add_middleware(AuditMiddleware, db=db)  # sees the principal and the answer's status
     app.add_middleware(AuthMiddleware, authenticator=app.state.authenticator)
+    app.add_middleware(AuditMiddleware, db=db)  # outside auth: records its 401s too
     app.add_middleware(RequestGuards, settings=settings)  # outermost: Host, Origin, headers first
     full_stack = functools.partial(FastAPI.__call__, app)  # for paths the pre-check let through
     dataplane = DataPlane(full_stack, app.state.inference, settings.max_request_bytes)

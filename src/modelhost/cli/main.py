@@ -14,6 +14,7 @@ from modelhost.cli.output import console, report_error
 from modelhost.client import Client
 from modelhost.config import load_settings
 from modelhost.errors import PlatformError
+from modelhost.filemodes import restrict_umask
 
 app = typer.Typer(
     help="modelhost: train, register, deploy and serve models.",
@@ -68,6 +69,7 @@ def login(
 
 def main() -> None:
     """Console entry point: a PlatformError becomes one line on stderr and exit status 1."""
+    restrict_umask()  # the home, database, artifacts and logs it creates are private (0600/0700)
     try:
         app()
     except PlatformError as e:

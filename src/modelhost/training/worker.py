@@ -30,6 +30,7 @@ from modelhost.datasets.service import get_dataset_by_id
 from modelhost.datasets.sources import load_source
 from modelhost.db import Database
 from modelhost.errors import Conflict, NotReady, PlatformError
+from modelhost.filemodes import restrict_umask
 from modelhost.registry.service import register_version
 from modelhost.training import distributed, queue
 from modelhost.training import service as runs
@@ -369,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heartbeat", type=float, default=None, help="heartbeat_s (seconds)")
     parser.add_argument("--max-attempts", type=int, default=None)
     args = parser.parse_args(argv)
+    restrict_umask()  # checkpoints and temp files are private (0600/0700), as the server's are
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     options = QueueOptions.parse(
