@@ -56,7 +56,10 @@ class Settings(BaseSettings):
     encryption_key: SecretStr | None = None
     """Key for artifacts at rest (AES-GCM); unset: artifacts are stored in the clear."""
     encryption_key_file: Path | None = None
-    """File holding the key for artifacts at rest (instead of ``encryption_key``)."""
+    """File holding the key for artifacts at rest (instead of ``encryption_key``): one key a line,
+    the first encrypts, the others only decrypt (keys before a rotation). Mode 0600."""
+    encryption_old_keys: SecretStr | None = None
+    """Comma-separated keys that only decrypt: artifacts written before a key rotation."""
 
     @field_validator("home")
     @classmethod

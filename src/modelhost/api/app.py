@@ -35,7 +35,7 @@ from modelhost.api.routes import (
     sweeps,
     users,
 )
-from modelhost.artifacts import open_artifacts
+from modelhost.artifacts import open_store
 from modelhost.audit.middleware import AuditMiddleware
 from modelhost.auth.service import Authenticator, CreatedKey, ensure_admin_key
 from modelhost.config import Settings, load_settings
@@ -82,7 +82,7 @@ def _load_then_settle(manager: DeploymentManager) -> None:
 def create_app(settings: Settings | None = None) -> ModelhostApp:
     settings = settings or load_settings()
     db = Database(settings.resolved_database_url)
-    store = open_artifacts(settings.resolved_artifacts_url, s3_endpoint_url=settings.s3_endpoint_url)
+    store = open_store(settings)
     manager = DeploymentManager(db, store, Metrics())
 
     @asynccontextmanager

@@ -16,10 +16,13 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from modelhost.errors import ArtifactCorrupted, InvalidInput
+
+if TYPE_CHECKING:
+    from modelhost.config import Settings
 
 CHUNK_SIZE = 1024 * 1024
 """Bytes read or written at a time: streams never hold much more than this in memory."""
@@ -233,3 +236,20 @@ def open_artifacts(url: str, *, s3_endpoint_url: str | None = None) -> ArtifactS
     raise InvalidInput(
         f"unsupported artifacts URL (scheme {parts.scheme!r}): use file:///absolute/path or s3://bucket/prefix"
     )
+
+
+def open_store(settings: Settings) -> ArtifactStore:
+    """The artifact store the settings name, encrypted at rest when a key is configured.
+
+    The server, the training workers and the CLI all open their store here, so they agree
+    on the keys. InvalidInput for a malformed key setting (see ``artifacts/keyring.py``).
+    """
+    from modelhost.artifacts.keyring import keyring_from_settings
+
+    store = open_artifacts(settings.resolved_artifacts_url, s3_endpoint_url=settings.s3_endpoint_url)
+    keyring = keyring_from_settings(settings)
+    if keyring is None:
+        return store
+    from modelhost.artifacts.encrypted import EncryptedArtifactStore  # cryptography only when used
+
+    return EncryptedArtifactStore(store, keyring)

@@ -37,6 +37,8 @@ app.command()(commands.deploy)
 app.command()(commands.predict)
 app.command()(commands.worker)
 app.command()(commands.chat)
+app.command()(protection.backup)
+app.command()(protection.restore)
 
 
 @app.command()

@@ -92,7 +92,7 @@ def launch_ranks(
 
 
 def _rank_main(run_id: int, rank: int, init_method: str) -> int:
-    from modelhost.artifacts import open_artifacts
+    from modelhost.artifacts import open_store
     from modelhost.config import load_settings
     from modelhost.datasets.sources import load_source
     from modelhost.db import Database
@@ -101,7 +101,7 @@ def _rank_main(run_id: int, rank: int, init_method: str) -> int:
 
     settings = load_settings()
     db = Database(settings.resolved_database_url)
-    store = open_artifacts(settings.resolved_artifacts_url, s3_endpoint_url=settings.s3_endpoint_url)
+    store = open_store(settings)
     with db.session() as s:
         run = runs.get_run(s, run_id)
         spec = TrainSpec.model_validate(run.spec)

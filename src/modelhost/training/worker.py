@@ -24,7 +24,7 @@ from types import TracebackType
 
 import torch
 
-from modelhost.artifacts import ArtifactStore, open_artifacts
+from modelhost.artifacts import ArtifactStore, open_store
 from modelhost.config import child_env, load_settings
 from modelhost.datasets.service import get_dataset_by_id
 from modelhost.datasets.sources import load_source
@@ -360,7 +360,7 @@ def open_stores() -> tuple[Database, ArtifactStore]:
             f"the database is at schema revision {current or 'none'}, this worker needs {head}: "
             "start (or upgrade) the server first, it migrates the database"
         )
-    return db, open_artifacts(settings.resolved_artifacts_url, s3_endpoint_url=settings.s3_endpoint_url)
+    return db, open_store(settings)
 
 
 def main(argv: list[str] | None = None) -> int:
