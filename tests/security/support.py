@@ -30,9 +30,10 @@ class Target:
     """The server under attack and the files planted around its home.
 
     ``tmp`` holds ``home/`` (the server's) and, beside it, ``canary.txt``; inside the home
-    sits ``artifacts-evil/canary.txt`` (a sibling-prefix folder of ``artifacts/``) and a
-    symlink ``artifacts/datasets/evil`` -> ``tmp``. Everything outside ``home/artifacts``
-    and the database must look the same after an attack as before it.
+    sits ``artifacts-evil/canary.txt`` (a sibling-prefix folder of ``artifacts/``), and in the
+    artifacts the symlinks ``models/evil`` -> ``tmp`` and ``models/sibling`` -> ``artifacts-evil``
+    (where a model named ``evil`` or ``sibling`` would be stored). Everything outside
+    ``home/artifacts`` and the database must look the same after an attack as before it.
     """
 
     server: Server
@@ -74,8 +75,10 @@ def plant(tmp: Path) -> None:
     evil = tmp / "home" / "artifacts-evil"
     evil.mkdir(parents=True)
     (evil / "canary.txt").write_bytes(CANARY_TEXT)
-    (tmp / "home" / "artifacts" / "datasets").mkdir(parents=True)
-    os.symlink(tmp, tmp / "home" / "artifacts" / "datasets" / "evil")
+    models = tmp / "home" / "artifacts" / "models"
+    models.mkdir(parents=True)
+    os.symlink(tmp, models / "evil")
+    os.symlink(evil, models / "sibling")
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +93,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     srv.stop()
     assert not t.marker.exists(), "a pickle was unpickled"
     assert t.outside_files() == before, "files outside the artifacts root changed"
-    assert (tmp / "home" / "artifacts" / "datasets" / "evil").is_symlink()
+    assert (tmp / "home" / "artifacts" / "models" / "evil").is_symlink()
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +146,22 @@ def torch_save_zip(marker: Path) -> bytes:
         z.writestr("archive/version", "3\n")
         z.writestr("archive/byteorder", "little")
     return buf.getvalue()
+
+
+def tiny_onnx() -> bytes:
+    """A valid ONNX model (y = x, float32 [N, 2]): what a model import accepts, so a refusal
+    of it is the name's or the route's doing, not the file's."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+CSV = b"a,b,label\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n"
+"""A valid table upload."""

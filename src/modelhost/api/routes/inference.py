@@ -82,8 +82,8 @@ HeaderLength = Annotated[int | None, Header(alias="Inference-Header-Content-Leng
 for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
     suffix = "_versioned" if "version}" in prefix else ""
 
-    @router.get(prefix, name=f"model_metadata{suffix}")
-    def model_metadata(name: str, manager: Manager, version: str | None = None) -> ModelMetadata:
+    @router.get(prefix, name=f"model_metadata{suffix}")  # async: serving() may start batchers
+    async def model_metadata(name: str, manager: Manager, version: str | None = None) -> ModelMetadata:
         return _metadata(manager, name, version)
 
     @router.get(prefix + "/ready", response_model=None, name=f"model_ready{suffix}")
