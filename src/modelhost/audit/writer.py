@@ -37,8 +37,14 @@ class AuditWriter:
     (or dropped); ``close`` flushes and stops the thread. The thread starts on first use.
     """
 
-    def __init__(self, db: Database, max_pending: int = 10_000, batch_size: int = 500) -> None:
-        self.db, self.batch_size = db, batch_size
+    def __init__(
+        self,
+        db: Database,
+        max_pending: int = 10_000,
+        batch_size: int = 500,
+        retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S,
+    ) -> None:
+        self.db, self.batch_size, self.retry_delays_s = db, batch_size, retry_delays_s
         self._queue: queue.Queue[object] = queue.Queue(max_pending)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -102,7 +108,7 @@ class AuditWriter:
                 return
 
     def _write(self, entries: list[Entry]) -> None:
-        for delay in (*RETRY_DELAYS_S, None):
+        for delay in (*self.retry_delays_s, None):
             try:
                 with self.db.session() as s:
                     record(s, self._with_key_prefixes(s, entries))
