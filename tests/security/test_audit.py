@@ -33,10 +33,11 @@ from modelhost.audit.writer import AuditWriter
 from modelhost.db import Database, utcnow
 from modelhost.errors import InvalidInput
 from tests.security.small_model import deploy_tiny, infer_body
-from tests.servers import ADMIN_KEY, Server, start_server
+from tests.security.support import Target, admin, target
+from tests.servers import ADMIN_KEY, Server
 from tests.store.conftest import db, postgres_template
 
-__all__ = ["db", "postgres_template"]  # fixtures, imported for pytest
+__all__ = ["admin", "db", "postgres_template", "target"]  # fixtures, imported for pytest
 ADMIN_ACTOR = f"admin ({ADMIN_KEY[:8]})"
 WRONG_KEY = "mh_wrong_0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -45,17 +46,8 @@ WRONG_KEY = "mh_wrong_0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("audit") / "home")
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def admin(server: Server) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    with httpx.Client(base_url=server.url, headers=headers, timeout=60) as c:
-        yield c
+def server(target: Target) -> Server:
+    return target.server
 
 
 @pytest.fixture(scope="module")
@@ -116,14 +108,9 @@ def test_every_state_change_leaves_one_row(admin: httpx.Client, history: dict[st
         ("POST", "/api/v1/runs/{run_id}/cancel", ADMIN_ACTOR, "424242", 404, "failed"),
         ("DELETE", "/api/v1/keys/{key_id}", ADMIN_ACTOR, str(history["viewer"]["id"]), 200, "ok"),
     ]
-    for method, path, actor, target, status, outcome in expected:
+    for method, path, *want in expected:
         row = only(rows, method, path)
-        assert (row["actor"], row["target"], row["status"], row["outcome"]) == (
-            actor,
-            target,
-            status,
-            outcome,
-        )
+        assert [row["actor"], row["target"], row["status"], row["outcome"]] == want
         assert row["client"] == "127.0.0.1" and row["actor_key_id"] is not None
     deletes = [e for e in rows if e["method"] == "DELETE" and e["path"] == "/api/v1/datasets/{name}"]
     assert [(e["actor"], e["status"], e["outcome"]) for e in deletes] == [
@@ -219,39 +206,25 @@ def test_only_admins_read_the_log(server: Server, admin: httpx.Client, history: 
     assert httpx.get(server.url + "/api/v1/audit").status_code == 401
 
 
-@pytest.mark.slow
-def test_cli_lists_and_filters(server: Server, admin: httpx.Client, history: dict[str, Any]) -> None:
+def cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**server.env, "MODELHOST_URL": server.url, "MODELHOST_API_KEY": ADMIN_KEY}
-    cmd = [sys.executable, "-m", "modelhost.cli", "audit", "list"]
-    out = subprocess.run(
-        [*cmd, "--json", "--action", "DELETE /api/v1/datasets", "--outcome", "ok", "--actor", "admin"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    page = json.loads(out)
+    cmd = [sys.executable, "-m", "modelhost.cli", "audit", "list", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.slow
+def test_cli_lists_and_filters(server: Server, history: dict[str, Any]) -> None:
+    out = cli(server, "--json", "--action", "DELETE /api/v1/datasets", "--outcome", "ok", "--actor", "admin")
+    page = json.loads(out.stdout)
     assert [(e["path"], e["target"], e["status"]) for e in page["entries"]] == [
         ("/api/v1/datasets/{name}", "iris", 204)
     ]
     assert page["next_cursor"] is None
-    table = subprocess.run(
-        [*cmd, "--limit", "2"], env=env, capture_output=True, text=True, timeout=60, check=True
-    ).stdout
-    assert "more: --cursor" in table and "outcome" in table
-    since = subprocess.run(
-        [*cmd, "--json", "--since", "2999-01-01T00:00:00Z"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    assert json.loads(since) == {"entries": [], "next_cursor": None}
-    bad = subprocess.run(
-        [*cmd, "--actor", "x' OR '1'='1"], env=env, capture_output=True, text=True, timeout=60
-    )
+    table = cli(server, "--limit", "2")
+    assert table.returncode == 0 and "more: --cursor" in table.stdout and "outcome" in table.stdout
+    since = cli(server, "--json", "--since", "2999-01-01T00:00:00Z")
+    assert json.loads(since.stdout) == {"entries": [], "next_cursor": None}
+    bad = cli(server, "--actor", "x' OR '1'='1")
     assert bad.returncode == 1 and "actor must be a key or user name" in bad.stderr
 
 
@@ -266,6 +239,14 @@ async def login(request: Request) -> JSONResponse:
 
 async def crash(request: Request) -> JSONResponse:
     raise RuntimeError("boom")
+
+
+@pytest.fixture
+def sqlite(tmp_path: Path) -> Iterator[Database]:
+    database = Database(f"sqlite:///{tmp_path / 'm.db'}")
+    database.migrate()
+    yield database
+    database.dispose()
 
 
 def small_app(db: Database, writer: AuditWriter | None = None) -> AuditMiddleware:
@@ -287,9 +268,8 @@ def all_rows(db: Database) -> list[AuditRow]:
 
 
 @pytest.mark.anyio
-async def test_login_attempts_are_recorded_by_user_name_without_the_password(tmp_path: Path) -> None:
-    database = Database(f"sqlite:///{tmp_path / 'm.db'}")
-    database.migrate()
+async def test_login_attempts_are_recorded_by_user_name_without_the_password(sqlite: Database) -> None:
+    database = sqlite
     app = small_app(database)
     assert (
         await call(app, "/api/v1/login", json={"username": "alice", "password": "wrong-password-1"})
@@ -311,13 +291,11 @@ async def test_login_attempts_are_recorded_by_user_name_without_the_password(tmp
     dumped = " ".join(str(v) for r in rows for v in vars(r).values())
     assert "password" not in dumped and "right-password" not in dumped
     app.writer.close()
-    database.dispose()
 
 
 @pytest.mark.anyio
-async def test_a_crashing_route_is_recorded_as_failed(tmp_path: Path) -> None:
-    database = Database(f"sqlite:///{tmp_path / 'm.db'}")
-    database.migrate()
+async def test_a_crashing_route_is_recorded_as_failed(sqlite: Database) -> None:
+    database = sqlite
     app = small_app(database)
     assert (await call(app, "/crash")).status_code == 500
     assert app.writer.flush()
@@ -330,7 +308,6 @@ async def test_a_crashing_route_is_recorded_as_failed(tmp_path: Path) -> None:
         "failed",
     )
     app.writer.close()
-    database.dispose()
 
 
 @pytest.mark.anyio
