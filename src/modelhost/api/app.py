@@ -19,6 +19,7 @@ from modelhost.api.dataplane import DataPlane, is_inference
 from modelhost.api.errors import install_error_handlers
 from modelhost.api.guards import RequestGuards
 from modelhost.api.limits import BodySizeMiddleware
+from modelhost.api.ratelimit import RateLimitMiddleware
 from modelhost.api.routes import (
     aliases,
     audit,
@@ -37,6 +38,7 @@ from modelhost.api.routes import (
 )
 from modelhost.artifacts import open_store
 from modelhost.audit.middleware import AuditMiddleware
+from modelhost.auth.limits import Limiter
 from modelhost.auth.service import Authenticator, CreatedKey, ensure_admin_key
 from modelhost.config import Settings, load_settings
 from modelhost.db import Database
@@ -116,19 +118,20 @@ def create_app(settings: Settings | None = None) -> ModelhostApp:
     app.state.settings, app.state.db, app.state.store, app.state.manager = settings, db, store, manager
     app.state.authenticator = Authenticator(db)
     app.state.inference = InferenceService(manager, settings.max_instances)
+    app.state.limiter = Limiter(db)  # one per process: both stacks count against the same buckets
     app.state.ready = False
     install_error_handlers(app)
     limits = {"max_request_bytes": settings.max_request_bytes, "max_upload_bytes": settings.max_upload_bytes}
     app.add_middleware(DataPlane, service=app.state.inference, max_body_bytes=settings.max_request_bytes)
     app.add_middleware(BodySizeMiddleware, **limits)
+    app.add_middleware(RateLimitMiddleware, limiter=app.state.limiter)  # per-key rates, after auth
     app.add_middleware(AuthMiddleware, authenticator=app.state.authenticator)
     app.add_middleware(AuditMiddleware, db=db)  # outside auth: records its 401s too
     app.add_middleware(RequestGuards, settings=settings)  # outermost: Host, Origin, headers first
     full_stack = functools.partial(FastAPI.__call__, app)  # for paths the pre-check let through
     dataplane = DataPlane(full_stack, app.state.inference, settings.max_request_bytes)
-    app.fast_path = RequestGuards(
-        AuthMiddleware(BodySizeMiddleware(dataplane, **limits), app.state.authenticator), settings
-    )
+    rated = RateLimitMiddleware(BodySizeMiddleware(dataplane, **limits), app.state.limiter)
+    app.fast_path = RequestGuards(AuthMiddleware(rated, app.state.authenticator), settings)
     for r in (datasets, models):  # uploads: the bigger limit (plus multipart framing)
         app.include_router(r.router, max_body_size=settings.max_upload_bytes + 64 * 1024)
     for r in (

@@ -4,11 +4,12 @@ midway is sent as a ``data: {"error": ...}`` event, since the status line has go
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -16,6 +17,14 @@ from modelhost.errors import PlatformError
 from modelhost.serving.llm.engine import Output
 from modelhost.serving.llm.protocol import ChatCompletionRequest, CompletionRequest
 from modelhost.serving.llm.runtime import LLMRuntime
+
+
+class Quota(Protocol):
+    """The token quota of the key behind a request (``auth/limits.py``'s TokenQuota)."""
+
+    async def admit(self, prompt_tokens: int) -> None: ...
+    def charge(self, completion_tokens: int) -> None: ...
+    def refund(self) -> None: ...
 
 
 @dataclass
@@ -28,10 +37,42 @@ class Job:
     request: CompletionRequest | ChatCompletionRequest
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
+    quota: Quota | None = None
+    """Charged for the tokens the job uses, once it has run (set by :func:`admit`)."""
 
     @property
     def chat(self) -> bool:
         return self.kind == "chat.completion"
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(len(p) for p in self.prompts)
+
+
+async def admit(job: Job, quota: Quota) -> None:
+    """Before the job is queued: its key's token quota takes the prompt, or refuses the job
+    (RateLimited, 429) when a quota is used up."""
+    await quota.admit(job.prompt_tokens)
+    job.quota = quota
+
+
+@contextlib.contextmanager
+def _metered(job: Job, completion_tokens: dict[int, int]) -> Iterator[None]:
+    """Charges the job's quota for what it used however the job ends (finished, failed, or
+    cancelled by a client that went away); a job refused before it generated anything (a
+    prompt too long, say) gets its prompt's tokens back instead."""
+    refused = False
+    try:
+        yield
+    except PlatformError:
+        refused = not completion_tokens
+        raise
+    finally:
+        if job.quota is not None:
+            if refused:
+                job.quota.refund()
+            else:
+                job.quota.charge(sum(completion_tokens.values()))
 
 
 def completion_job(runtime: LLMRuntime, req: CompletionRequest) -> Job:
@@ -94,16 +135,16 @@ async def complete(runtime: LLMRuntime, job: Job) -> dict[str, Any]:
     texts: dict[int, list[str]] = {}
     finish: dict[int, str] = {}
     logprobs: dict[int, list[dict[str, Any]]] = {}
-    prompt_tokens = sum(len(p) for p in job.prompts)
     completion_tokens: dict[int, int] = {}
-    async for index, out in _outputs(runtime, job):
-        texts.setdefault(index, []).append(out.text)
-        completion_tokens[index] = out.completion_tokens
-        entry = _logprobs_entry(runtime, out, job.chat) if _wants_logprobs(job) else None
-        if entry is not None:
-            logprobs.setdefault(index, []).append(entry)
-        if out.finish_reason is not None:
-            finish[index] = out.finish_reason
+    with _metered(job, completion_tokens):
+        async for index, out in _outputs(runtime, job):
+            texts.setdefault(index, []).append(out.text)
+            completion_tokens[index] = out.completion_tokens
+            entry = _logprobs_entry(runtime, out, job.chat) if _wants_logprobs(job) else None
+            if entry is not None:
+                logprobs.setdefault(index, []).append(entry)
+            if out.finish_reason is not None:
+                finish[index] = out.finish_reason
     choices = [
         _choice(job, i, "".join(texts.get(i, [])), finish.get(i), logprobs.get(i)) for i in sorted(texts)
     ]
@@ -113,7 +154,7 @@ async def complete(runtime: LLMRuntime, job: Job) -> dict[str, Any]:
         "created": job.created,
         "model": job.model,
         "choices": choices,
-        "usage": _usage(prompt_tokens, sum(completion_tokens.values())),
+        "usage": _usage(job.prompt_tokens, sum(completion_tokens.values())),
         "system_fingerprint": None,
     }
 
@@ -142,6 +183,31 @@ def _sse(payload: dict[str, Any] | str) -> bytes:
     return f"data: {body}\n\n".encode()
 
 
+def _stream_choice(runtime: LLMRuntime, job: Job, index: int, out: Output) -> dict[str, Any]:
+    entry = _logprobs_entry(runtime, out, job.chat) if _wants_logprobs(job) else None
+    reason = (
+        None
+        if out.finish_reason is None
+        else ("length" if out.finish_reason == "abort" else out.finish_reason)
+    )
+    if job.chat:
+        return {
+            "index": index,
+            "delta": {"content": out.text} if out.text else {},
+            "logprobs": {"content": [entry]} if entry else None,
+            "finish_reason": reason,
+        }
+    lp = None
+    if entry:
+        lp = {
+            "tokens": [entry["token"]],
+            "token_logprobs": [entry["logprob"]],
+            "top_logprobs": [entry["top"]],
+            "text_offset": [],
+        }
+    return {"index": index, "text": out.text, "logprobs": lp, "finish_reason": reason}
+
+
 async def stream(runtime: LLMRuntime, job: Job, error_body: Any) -> AsyncIterator[bytes]:
     """SSE chunks; ``error_body(exc)`` shapes an error raised after the stream began."""
     kind = "chat.completion.chunk" if job.chat else "text_completion"
@@ -164,42 +230,18 @@ async def stream(runtime: LLMRuntime, job: Job, error_body: Any) -> AsyncIterato
                         "choices": [{"index": i, "delta": delta, "logprobs": None, "finish_reason": None}],
                     }
                 )
-        async for index, out in _outputs(runtime, job):
-            completion_tokens[index] = out.completion_tokens
-            if not out.text and out.finish_reason is None:
-                continue  # a token that completes no character yet: nothing to send
-            entry = _logprobs_entry(runtime, out, job.chat) if _wants_logprobs(job) else None
-            reason = (
-                None
-                if out.finish_reason is None
-                else ("length" if out.finish_reason == "abort" else out.finish_reason)
-            )
-            if job.chat:
-                choice = {
-                    "index": index,
-                    "delta": {"content": out.text} if out.text else {},
-                    "logprobs": {"content": [entry]} if entry else None,
-                    "finish_reason": reason,
-                }
-            else:
-                lp = None
-                if entry:
-                    lp = {
-                        "tokens": [entry["token"]],
-                        "token_logprobs": [entry["logprob"]],
-                        "top_logprobs": [entry["top"]],
-                        "text_offset": [],
-                    }
-                choice = {"index": index, "text": out.text, "logprobs": lp, "finish_reason": reason}
-            chunk: dict[str, Any] = {**base, "choices": [choice]}
-            if include_usage:
-                chunk["usage"] = None
-            yield _sse(chunk)
+        with _metered(job, completion_tokens):
+            async for index, out in _outputs(runtime, job):
+                completion_tokens[index] = out.completion_tokens
+                if not out.text and out.finish_reason is None:
+                    continue  # a token that completes no character yet: nothing to send
+                chunk: dict[str, Any] = {**base, "choices": [_stream_choice(runtime, job, index, out)]}
+                if include_usage:
+                    chunk["usage"] = None
+                yield _sse(chunk)
         if include_usage:
-            prompt_tokens = sum(len(p) for p in job.prompts)
-            yield _sse(
-                {**base, "choices": [], "usage": _usage(prompt_tokens, sum(completion_tokens.values()))}
-            )
+            usage = _usage(job.prompt_tokens, sum(completion_tokens.values()))
+            yield _sse({**base, "choices": [], "usage": usage})
     except PlatformError as e:
         yield _sse({"error": error_body(e)})
     except Exception:  # the status line is gone: the client gets an error event, the log the trace
