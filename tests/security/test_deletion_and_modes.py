@@ -11,7 +11,6 @@ import os
 import stat
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ import boto3
 import httpx
 import pytest
 
+from modelhost.client import Client
 from tests.conftest import S3_CREDENTIALS
 from tests.security.small_model import TINY, deploy_tiny
 from tests.servers import ADMIN_KEY, Server, start_server
@@ -45,17 +45,6 @@ def upload(http: httpx.Client, name: str, csv: bytes) -> None:
 def local_holders(root: Path, needle: bytes) -> list[str]:
     """Files under ``root`` whose bytes contain ``needle``."""
     return [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
-
-
-def train(http: httpx.Client, spec: dict[str, object]) -> dict[str, object]:
-    r = http.post("/api/v1/runs", json=spec)
-    assert r.status_code == 201, r.text
-    deadline = time.monotonic() + 180
-    while (run := http.get(f"/api/v1/runs/{r.json()['id']}").json())["status"] in ("queued", "running"):
-        assert time.monotonic() < deadline, f"run still {run['status']}"
-        time.sleep(0.2)
-    assert run["status"] == "succeeded", run["error"]
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +146,11 @@ def test_everything_in_the_home_is_private(server: Server, http: httpx.Client, t
     csv, _ = canary_csv()
     upload(http, "kept", csv)
     assert http.post("/api/v1/datasets/samples/iris", json={}).status_code == 201
-    train(http, {"dataset": "iris", "epochs": 3, "checkpoint_every": 1})
+    with Client(server.url, ADMIN_KEY) as client:
+        run = client.wait_run(
+            client.train({"dataset": "iris", "epochs": 3, "checkpoint_every": 1})["id"], 180
+        )
+    assert run["status"] == "succeeded", run["error"]
     r = http.put("/api/v1/deployments/iris", json={"model": "iris"})
     assert r.status_code == 201 and r.json()["state"] == "ready", r.text
     r = http.post("/v1/models/iris:predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]})
