@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import onnx
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from sqlalchemy.orm import Session
 
 from modelhost.artifacts import ArtifactStore
@@ -45,7 +45,7 @@ def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
 def _parse(data: bytes, filename: str) -> onnx.ModelProto:
     try:
         model = onnx.load_model_from_string(data)
-        _refuse_external_data(model, filename)
+        refuse_external_data(model, filename)
         onnx.checker.check_model(model)
     except (DecodeError, onnx.checker.ValidationError) as e:
         raise InvalidInput(f"{filename!r} is not a valid ONNX model: {e}") from e
@@ -68,24 +68,34 @@ def _signature(graph: onnx.GraphProto) -> Signature:
     return Signature(inputs=inputs, outputs=[_spec(v) for v in graph.output])
 
 
-def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    """Every tensor stored in the graph: initializers and node attributes, subgraphs included."""
-    yield from graph.initializer
-    yield from (t.values for t in graph.sparse_initializer)
-    for node in graph.node:
-        for attr in node.attribute:
-            yield from [attr.t, *attr.tensors]
-            for sub in [attr.g, *attr.graphs]:
-                yield from _tensors(sub)
+def _tensors(message: Message) -> Iterator[onnx.TensorProto]:
+    """Every tensor anywhere in ``message``: initializers, sparse ones, node attributes, subgraphs,
+    model-local functions, training graphs. A generic walk over the protobuf fields, so a place that
+    holds tensors cannot be missed (model functions were: onnxruntime inlines them at load)."""
+    if isinstance(message, onnx.TensorProto):
+        yield message
+        return
+    for field, value in message.ListFields():
+        if field.type == field.TYPE_MESSAGE:
+            for item in [value] if isinstance(value, Message) else value:  # one, or a repeated field
+                yield from _tensors(item)
 
 
-def _refuse_external_data(model: onnx.ModelProto, filename: str) -> None:
-    # Weights kept in side files would be read from the server's disk at paths the file names.
-    if any(onnx.external_data_helper.uses_external_data(t) for t in _tensors(model.graph)):
+def refuse_external_data(model: onnx.ModelProto, filename: str) -> None:
+    """Raise InvalidInput if any tensor of ``model`` keeps its data in a side file.
+
+    onnxruntime reads such files relative to its working directory when a model is loaded from
+    bytes: a file in the upload could name one of the server's own files and serve its bytes back.
+    """
+    if any(_external(t) for t in _tensors(model)):
         raise InvalidInput(
             f"{filename!r} keeps weights in external data files; save it as one file "
             "(onnx.save_model(..., save_as_external_data=False))"
         )
+
+
+def _external(tensor: onnx.TensorProto) -> bool:
+    return tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data) > 0
 
 
 def import_onnx(

@@ -9,6 +9,7 @@ by their graph names, untouched apart from a cast to the dtype each input is dec
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
@@ -17,6 +18,7 @@ from modelhost.datasets.preprocessing import preprocess
 from modelhost.errors import InvalidInput
 from modelhost.registry.manifest import Manifest
 from modelhost.registry.onnx_export import LOGITS
+from modelhost.registry.onnx_import import refuse_external_data
 from modelhost.serving.runtimes.base import Runtime
 from modelhost.serving.runtimes.outputs import ClassifierOutputs
 
@@ -67,6 +69,8 @@ class OnnxRuntime(Runtime):
 
     def __init__(self, manifest: Manifest, model: bytes) -> None:
         self.manifest = manifest
+        # checked again here, for versions imported before the import checked model functions too
+        refuse_external_data(onnx.load_model_from_string(model), "model.onnx")
         self.session = ort.InferenceSession(model, session_options(), providers=["CPUExecutionProvider"])
         self._imported = manifest.architecture == "onnx"
         self._input = manifest.signature.inputs[0].name
