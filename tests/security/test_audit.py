@@ -73,6 +73,8 @@ def history(server: Server, admin: httpx.Client, tmp_path_factory: pytest.TempPa
     step("alias", 200, admin.put("/api/v1/models/tiny/aliases/prod", json={"version": 1}))
     step("bad run", 400, admin.post("/api/v1/runs", json={"dataset": "iris", "epochs": -1}))
     step("missing run", 404, admin.post("/api/v1/runs/424242/cancel"))
+    failed_login = {"username": "nobody", "password": "not-the-password-1"}
+    step("login", 401, httpx.post(server.url + "/api/v1/login", json=failed_login))
     step("reads", 200, admin.get("/api/v1/datasets"))
     step("infer", 200, admin.post("/v2/models/tiny/infer", json=infer_body()))
     chat = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
@@ -149,10 +151,10 @@ def test_filters_select_rows_and_pages_do_not_overlap(admin: httpx.Client, histo
     datasets = entries(admin, action="DELETE /api/v1/datasets/{name}")
     assert [e["status"] for e in datasets] == [204, 403]
     assert {e["outcome"] for e in entries(admin, outcome="denied")} == {"denied"}
-    assert len(entries(admin, outcome="denied")) == 2
     viewer = f"audit-viewer ({history['viewer']['prefix']})"
+    assert [e["actor"] for e in entries(admin, outcome="denied")] == ["nobody", "anonymous", viewer]
     assert [e["actor"] for e in entries(admin, actor="audit-viewer")] == [viewer]
-    assert len(entries(admin, actor="admin")) == len(entries(admin, actor=ADMIN_ACTOR)) == len(everything) - 2
+    assert len(entries(admin, actor="admin")) == len(entries(admin, actor=ADMIN_ACTOR)) == len(everything) - 3
     middle = everything[len(everything) // 2]
     since = entries(admin, since=middle["at"])
     assert since == [e for e in everything if e["at"] >= middle["at"]]
@@ -204,6 +206,24 @@ def test_only_admins_read_the_log(server: Server, admin: httpx.Client, history: 
     r = httpx.get(server.url + "/api/v1/audit", headers={"Authorization": f"Bearer {member['key']}"})
     assert r.status_code == 403 and r.json()["error"]["type"] == "forbidden"
     assert httpx.get(server.url + "/api/v1/audit").status_code == 401
+    project_admin = admin.post("/api/v1/keys", json={"name": "audit-project-admin", "role": "admin"}).json()
+    r = httpx.get(server.url + "/api/v1/audit", headers={"Authorization": f"Bearer {project_admin['key']}"})
+    assert r.status_code == 403, "a project's admin must not read every project's changes"
+    assert "platform admin" in r.json()["error"]["message"]
+
+
+@pytest.mark.slow
+def test_a_failed_login_is_recorded_under_the_name_it_gave(
+    admin: httpx.Client, history: dict[str, Any]
+) -> None:
+    [row] = entries(admin, action="POST /api/v1/login")
+    assert (row["actor"], row["status"], row["outcome"], row["actor_key_id"]) == (
+        "nobody",
+        401,
+        "denied",
+        None,
+    )
+    assert "not-the-password" not in json.dumps(row)
 
 
 def cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:

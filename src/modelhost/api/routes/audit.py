@@ -6,15 +6,27 @@ import datetime as dt
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
-from modelhost.api.auth import require_role
+from modelhost.api.auth import current_principal
 from modelhost.api.deps import DB
 from modelhost.audit import service
 from modelhost.audit.writer import AuditWriter
+from modelhost.auth.service import Principal
+from modelhost.errors import Forbidden
 
 log = logging.getLogger("modelhost.audit")
-router = APIRouter(prefix="/api/v1/audit", tags=["audit"], dependencies=[require_role("admin")])
+
+
+def platform_admin(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    """The log spans every project, so only admin keys that do too may read it: a project's
+    admin (``is_admin`` false) may not see other projects' changes."""
+    if principal.role != "admin" or not getattr(principal, "is_admin", True):
+        raise Forbidden(f"the audit log needs a platform admin's key; the key {principal.name!r} is not one")
+    return principal
+
+
+router = APIRouter(prefix="/api/v1/audit", tags=["audit"], dependencies=[Depends(platform_admin)])
 
 
 @router.get("")
