@@ -93,6 +93,11 @@ def error_from_response(r: httpx.Response) -> PlatformError:
     return _BY_STATUS.get(r.status_code, PlatformError)(message)
 
 
+def _in(project: str | None) -> dict[str, str] | None:
+    """The query parameters that put a new resource in ``project`` (None: the server's default)."""
+    return {"project": project} if project else None
+
+
 class Client:
     def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 60.0) -> None:
         self.url, api_key = resolve_credentials(url, api_key)
@@ -125,18 +130,24 @@ class Client:
         target: str | None = None,
         format: str | None = None,
         description: str = "",
+        project: str | None = None,
     ) -> dict[str, Any]:
-        """Upload a CSV, JSONL, NPY, NPZ, text file or image-folder zip/tar as dataset ``name``.
-        The server tells the format from the file's suffix unless ``format`` names it."""
+        """Upload a CSV, JSONL, NPY, NPZ, text file or image-folder zip/tar as dataset ``name``
+        (in ``project``: default the key's). The server tells the format from the file's suffix
+        unless ``format`` names it."""
         p = Path(path)
         fields = {"target": target, "format": format, "description": description}
         data = {"name": name, **{k: v for k, v in fields.items() if v}}
         media = mimetypes.guess_type(p.name)[0] or "application/octet-stream"
         with p.open("rb") as f:
-            return self._call("POST", "/api/v1/datasets", data=data, files={"file": (p.name, f, media)})  # type: ignore[no-any-return]
+            upload = {"file": (p.name, f, media)}
+            return self._call("POST", "/api/v1/datasets", data=data, files=upload, params=_in(project))  # type: ignore[no-any-return]
 
-    def sample_dataset(self, sample: str, name: str | None = None) -> dict[str, Any]:
-        return self._call("POST", f"/api/v1/datasets/samples/{sample}", json={"name": name})  # type: ignore[no-any-return]
+    def sample_dataset(
+        self, sample: str, name: str | None = None, project: str | None = None
+    ) -> dict[str, Any]:
+        path = f"/api/v1/datasets/samples/{sample}"
+        return self._call("POST", path, json={"name": name}, params=_in(project))  # type: ignore[no-any-return]
 
     def list_datasets(self) -> list[dict[str, Any]]:
         return self._call("GET", "/api/v1/datasets")  # type: ignore[no-any-return]
@@ -148,8 +159,9 @@ class Client:
         self._call("DELETE", f"/api/v1/datasets/{name}")
 
     # --- training runs
-    def train(self, spec: dict[str, Any]) -> dict[str, Any]:
-        return self._call("POST", "/api/v1/runs", json=spec)  # type: ignore[no-any-return]
+    def train(self, spec: dict[str, Any], project: str | None = None) -> dict[str, Any]:
+        """Queue a run, in its dataset's project (or ``project``)."""
+        return self._call("POST", "/api/v1/runs", json=spec, params=_in(project))  # type: ignore[no-any-return]
 
     def list_runs(self, status: str | None = None) -> list[dict[str, Any]]:
         return self._call("GET", "/api/v1/runs", params={"status": status} if status else None)  # type: ignore[no-any-return]
@@ -173,9 +185,9 @@ class Client:
     def compare_runs(self, run_ids: list[int]) -> dict[str, Any]:
         return self._call("GET", "/api/v1/runs/compare", params={"ids": run_ids})  # type: ignore[no-any-return]
 
-    def sweep(self, spec: dict[str, Any]) -> dict[str, Any]:
+    def sweep(self, spec: dict[str, Any], project: str | None = None) -> dict[str, Any]:
         """Queue one run per trial of ``spec["sweep"]``; returns ``{"sweep": ..., "runs": [...]}``."""
-        return self._call("POST", "/api/v1/sweeps", json=spec)  # type: ignore[no-any-return]
+        return self._call("POST", "/api/v1/sweeps", json=spec, params=_in(project))  # type: ignore[no-any-return]
 
     def get_sweep(self, sweep_id: int) -> dict[str, Any]:
         return self._call("GET", f"/api/v1/sweeps/{sweep_id}")  # type: ignore[no-any-return]
@@ -202,7 +214,13 @@ class Client:
     def list_versions(self, name: str) -> list[dict[str, Any]]:
         return self._call("GET", f"/api/v1/models/{name}/versions")  # type: ignore[no-any-return]
 
-    def import_model(self, path: str | Path, name: str, timeout: float = 900.0) -> dict[str, Any]:
+    def delete_model(self, name: str) -> None:
+        """Delete a model with its versions and files (project admins; not while deployed)."""
+        self._call("DELETE", f"/api/v1/models/{name}")
+
+    def import_model(
+        self, path: str | Path, name: str, timeout: float = 900.0, project: str | None = None
+    ) -> dict[str, Any]:
         """Upload an ONNX file, a GGUF file, or a Hugging Face model folder (packed here as a tar of
         the files the import reads) as the next version of model ``name``; returns the version.
 
@@ -215,7 +233,8 @@ class Client:
             else:
                 upload, filename = stack.enter_context(p.open("rb")), p.name
             files = {"file": (filename, upload, "application/octet-stream")}
-            return self._call("POST", f"/api/v1/models/{name}/import", files=files, timeout=timeout)  # type: ignore[no-any-return]
+            path = f"/api/v1/models/{name}/import"
+            return self._call("POST", path, files=files, timeout=timeout, params=_in(project))  # type: ignore[no-any-return]
 
     # --- language models (the OpenAI-compatible routes)
     def chat_stream(self, model: str, messages: list[dict[str, str]], **params: Any) -> Iterator[str]:
@@ -240,12 +259,18 @@ class Client:
 
     # --- deployments and inference
     def deploy(
-        self, name: str, model: str, version: int | str | None = None, **options: Any
+        self,
+        name: str,
+        model: str,
+        version: int | str | None = None,
+        project: str | None = None,
+        **options: Any,
     ) -> dict[str, Any]:
-        """Create or update ``name``. ``version`` is a number or an alias (latest when None);
-        ``options`` are the other DeploySpec fields: traffic, shadow, runtime, replicas, batching."""
+        """Create or update ``name`` (in the model's project). ``version`` is a number or an alias
+        (latest when None); ``options`` are the other DeploySpec fields: traffic, shadow, runtime,
+        replicas, batching."""
         body = {"model": model, "version": version, **options}
-        return self._call("PUT", f"/api/v1/deployments/{name}", json=body)  # type: ignore[no-any-return]
+        return self._call("PUT", f"/api/v1/deployments/{name}", json=body, params=_in(project))  # type: ignore[no-any-return]
 
     def rollback(self, name: str) -> dict[str, Any]:
         return self._call("POST", f"/api/v1/deployments/{name}/rollback")  # type: ignore[no-any-return]
@@ -266,14 +291,58 @@ class Client:
         return self._call("POST", f"/v1/models/{name}:predict", json={"instances": instances})["predictions"]  # type: ignore[no-any-return]
 
     # --- keys
-    def create_key(self, name: str, role: str = "member") -> dict[str, Any]:
-        return self._call("POST", "/api/v1/keys", json={"name": name, "role": role})  # type: ignore[no-any-return]
+    def create_key(self, name: str, role: str = "member", **scope: Any) -> dict[str, Any]:
+        """A new key (its secret is in the answer, once). ``scope``: ``project`` ("*": every
+        project), ``deployment`` (inference only), ``expires_at``, ``rate_limit_rps``,
+        ``tokens_per_min``, ``tokens_total``."""
+        body = {"name": name, "role": role, **{k: v for k, v in scope.items() if v is not None}}
+        if hasattr(body.get("expires_at"), "isoformat"):
+            body["expires_at"] = body["expires_at"].isoformat()
+        return self._call("POST", "/api/v1/keys", json=body)  # type: ignore[no-any-return]
 
     def list_keys(self) -> list[dict[str, Any]]:
         return self._call("GET", "/api/v1/keys")  # type: ignore[no-any-return]
 
     def revoke_key(self, key_id: int) -> dict[str, Any]:
         return self._call("DELETE", f"/api/v1/keys/{key_id}")  # type: ignore[no-any-return]
+
+    # --- users and projects
+    def login(self, username: str, password: str, project: str | None = None) -> dict[str, Any]:
+        """Sign in: a new key of that user for 12 hours (no key needed to call this)."""
+        body = {"username": username, "password": password, "project": project}
+        return self._call("POST", "/api/v1/login", json=body)  # type: ignore[no-any-return]
+
+    def create_user(self, name: str, password: str, admin: bool = False) -> dict[str, Any]:
+        body = {"name": name, "password": password, "admin": admin}
+        return self._call("POST", "/api/v1/users", json=body)  # type: ignore[no-any-return]
+
+    def list_users(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/api/v1/users")  # type: ignore[no-any-return]
+
+    def disable_user(self, name: str) -> dict[str, Any]:
+        return self._call("POST", f"/api/v1/users/{name}/disable")  # type: ignore[no-any-return]
+
+    def create_project(self, name: str) -> dict[str, Any]:
+        return self._call("POST", "/api/v1/projects", json={"name": name})  # type: ignore[no-any-return]
+
+    def list_projects(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/api/v1/projects")  # type: ignore[no-any-return]
+
+    def get_project(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/api/v1/projects/{name}")  # type: ignore[no-any-return]
+
+    def delete_project(self, name: str) -> None:
+        self._call("DELETE", f"/api/v1/projects/{name}")
+
+    def list_members(self, project: str) -> list[dict[str, Any]]:
+        return self._call("GET", f"/api/v1/projects/{project}/members")  # type: ignore[no-any-return]
+
+    def set_member(self, project: str, user: str, role: str) -> dict[str, Any]:
+        path = f"/api/v1/projects/{project}/members/{user}"
+        return self._call("PUT", path, json={"role": role})  # type: ignore[no-any-return]
+
+    def remove_member(self, project: str, user: str) -> None:
+        self._call("DELETE", f"/api/v1/projects/{project}/members/{user}")
 
     def ready(self) -> bool:
         try:

@@ -169,6 +169,10 @@ def test_migrate_twice_keeps_schema_and_data(db):
         "model_versions",
         "deployments",
         "sweeps",
+        "users",
+        "projects",
+        "memberships",
+        "audit_log",
         "alembic_version",
     }
     head = ScriptDirectory(str(resources.files("modelhost") / "migrations")).get_current_head()
@@ -317,6 +321,7 @@ def test_submit_run_queues_with_the_datasets_target(db, store):
     assert stored == run
     assert stored.model_dump(exclude={"id", "spec", "created_at"}) == {
         "name": "flowers-mlp",
+        "project": "default",
         "status": "queued",
         "dataset_id": ds.id,
         "model_name": "flowers-mlp",

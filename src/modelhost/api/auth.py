@@ -16,7 +16,9 @@ from modelhost.api.errors import error_response
 from modelhost.auth.service import Authenticator, Principal, Role
 from modelhost.errors import Forbidden, PlatformError, Unauthenticated
 
-PUBLIC_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
+PUBLIC_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/api/v1/login"})
+"""Open without a key: the health probes, and signing in (which is throttled, auth/throttle.py)."""
+DATA_PLANE = ("/v1/", "/v2/")
 
 
 def bearer_token(headers: list[tuple[bytes, bytes]]) -> str:
@@ -39,11 +41,15 @@ class AuthMiddleware:
             return
         try:
             token = bearer_token(scope["headers"])
-            principal = self.authenticator.cached(token) or await anyio.to_thread.run_sync(
-                self.authenticator.verify, token
-            )
+            principal = self.authenticator.cached(token)
+            if principal is None:
+                principal = await anyio.to_thread.run_sync(self.authenticator.verify, token)
         except PlatformError as e:
             await error_response(scope["path"], e)(scope, receive, send)
+            return
+        if principal.deployment_id is not None and not scope["path"].startswith(DATA_PLANE):
+            denied = Forbidden(f"the key {principal.name!r} may only run inference on its deployment")
+            await error_response(scope["path"], denied)(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
@@ -57,7 +63,7 @@ def current_principal(request: Request) -> Principal:
 
 
 def _check(principal: Principal, roles: tuple[Role, ...]) -> Principal:
-    if principal.role not in roles:
+    if principal.role not in roles or principal.deployment_id is not None:
         wanted = " or ".join(roles)
         raise Forbidden(f"this needs the {wanted} role; the key {principal.name!r} is {principal.role}")
     return principal
@@ -80,3 +86,18 @@ def changes_require_role(*roles: Role) -> Any:
         return principal if request.method in ("GET", "HEAD") else _check(principal, roles)
 
     return Depends(check)
+
+
+def require_platform_admin() -> Any:
+    """A router dependency: only keys that span every project (platform admins) get through."""
+
+    def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        if not principal.is_admin:
+            raise Forbidden(f"this needs a platform admin's key; the key {principal.name!r} is not one")
+        return principal
+
+    return Depends(check)
+
+
+Caller = Annotated[Principal, Depends(current_principal)]
+"""The principal of the request, for routes to hand to the services."""

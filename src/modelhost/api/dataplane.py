@@ -24,11 +24,12 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelhost.api.errors import error_response
-from modelhost.errors import InvalidInput, PayloadTooLarge, PlatformError
+from modelhost.auth.authz import Principal
+from modelhost.errors import InvalidInput, PayloadTooLarge, PlatformError, Unauthenticated
 from modelhost.serving.inference import InferenceService
 
 log = logging.getLogger("modelhost.api")
-Handler = Callable[[bytes, int | None], Awaitable[tuple[bytes, dict[str, str]]]]
+Handler = Callable[[bytes, int | None, Principal], Awaitable[tuple[bytes, dict[str, str]]]]
 DISCONNECT_WATCH_AFTER_S = 0.05
 
 
@@ -47,13 +48,13 @@ def match(path: str, service: InferenceService) -> Handler | None:
     if path.startswith("/v1/models/") and path.endswith(":predict"):
         name = path[len("/v1/models/") : -len(":predict")]
         if name and "/" not in name:
-            return lambda body, _hl: service.predict(name, body)
+            return lambda body, _hl, who: service.predict(name, body, who)
     elif path.startswith("/v2/models/") and path.endswith("/infer"):
         parts = path[len("/v2/models/") : -len("/infer")].split("/")
         if len(parts) == 1 and parts[0]:
-            return lambda body, hl: service.infer(parts[0], None, body, hl)
+            return lambda body, hl, who: service.infer(parts[0], None, body, hl, who)
         if len(parts) == 3 and parts[0] and parts[1] == "versions" and parts[2]:
-            return lambda body, hl: service.infer(parts[0], parts[2], body, hl)
+            return lambda body, hl, who: service.infer(parts[0], parts[2], body, hl, who)
     return None
 
 
@@ -81,6 +82,14 @@ def header_length(scope: Scope) -> int | None:
     return None
 
 
+def caller(scope: Scope) -> Principal:
+    """The principal AuthMiddleware put in the scope; fail closed if there is none."""
+    principal: Principal | None = scope.get("state", {}).get("principal")
+    if principal is None:
+        raise Unauthenticated("missing credentials")
+    return principal
+
+
 class DataPlane:
     def __init__(self, app: ASGIApp, service: InferenceService, max_body_bytes: int) -> None:
         self.app, self.service, self.max_body = app, service, max_body_bytes
@@ -96,8 +105,10 @@ class DataPlane:
             await self.app(scope, receive, send)
             return
         try:
+            principal = caller(scope)
             body = await read_body(receive, self.max_body)
-            payload, headers = await self.disconnects.answer(handler(body, header_length(scope)), receive)
+            work = handler(body, header_length(scope), principal)
+            payload, headers = await self.disconnects.answer(work, receive)
         except ClientGone:
             return
         except PlatformError as e:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Query, Request
 
 from modelhost.artifacts import ArtifactStore
 from modelhost.config import Settings
@@ -30,3 +30,12 @@ AppSettings = Annotated[Settings, Depends(_app_state("settings"))]
 
 Id = Annotated[int, Path(ge=1, le=2**31 - 1, description="A numeric id.")]
 """Path ids are bounded, so a huge number is a 400 naming the field, not a database error."""
+
+ProjectParam = Annotated[
+    str | None,
+    Query(
+        alias="project",
+        description="The project to create in; default: that of what it derives from (a run's "
+        "dataset, a deployment's model), else the key's project, else 'default'.",
+    ),
+]

@@ -497,16 +497,31 @@ def predict(
 
 
 @keys.command("create")
-def keys_create(name: str, role: str = "member", url: Url = None, api_key: Key = None) -> None:
+def keys_create(
+    name: str,
+    role: Annotated[str, typer.Option(help="viewer, member or admin (no higher than yours).")] = "member",
+    project: Annotated[
+        str | None, typer.Option(help="Project [default: your key's]; '*': every project (platform admins).")
+    ] = None,
+    deployment: Annotated[str | None, typer.Option(help="An inference-only key for this deployment.")] = None,
+    expires_at: Annotated[str | None, typer.Option(help="ISO 8601: 2030-01-01T00:00:00Z.")] = None,
+    rate_limit_rps: Annotated[float | None, typer.Option(help="Requests per second.")] = None,
+    tokens_per_min: Annotated[int | None, typer.Option(help="LLM tokens per minute.")] = None,
+    tokens_total: Annotated[int | None, typer.Option(help="LLM tokens in all.")] = None,
+    url: Url = None,
+    api_key: Key = None,
+) -> None:
     """Create a key; its secret is printed once and cannot be shown again."""
-    show_json(_client(url, api_key).create_key(name, role))
+    scope = {"project": project, "deployment": deployment, "expires_at": expires_at}
+    limits = {"rate_limit_rps": rate_limit_rps, "tokens_per_min": tokens_per_min}
+    client = _client(url, api_key)
+    show_json(client.create_key(name, role, **scope, **limits, tokens_total=tokens_total))
 
 
 @keys.command("list")
 def keys_list(url: Url = None, api_key: Key = None) -> None:
-    show_table(
-        _client(url, api_key).list_keys(), ["id", "name", "prefix", "role", "created_at", "revoked_at"]
-    )
+    columns = ["id", "name", "prefix", "role", "project", "deployment", "user", "expires_at", "revoked_at"]
+    show_table(_client(url, api_key).list_keys(), columns)
 
 
 @keys.command("revoke")

@@ -17,6 +17,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from modelhost.artifacts import ArtifactStore
+from modelhost.auth.authz import SYSTEM, Action, Principal, only_visible, require
+from modelhost.auth.projects import project_name, target_project
 from modelhost.datasets.formats import ColumnType, Format, Table, detect_format, refuse_unsafe
 from modelhost.datasets.samples import SampleName, load_sample
 from modelhost.datasets.sources import (
@@ -88,6 +90,7 @@ Summary = Annotated[TableSummary | ArraysSummary | ImagesSummary | TextSummary, 
 class Dataset(BaseModel):
     id: int
     name: str
+    project: str
     kind: Kind
     format: str
     sha256: str
@@ -102,11 +105,11 @@ class Dataset(BaseModel):
     created_at: dt.datetime
 
 
-def _entity(row: DatasetRow) -> Dataset:
+def _entity(s: Session, row: DatasetRow) -> Dataset:
     # A table's summary is its columns; rows from before kinds existed have summary {}.
     summary = {"kind": "table", "columns": row.columns} if row.kind == "table" else row.summary
-    fields = {c: getattr(row, c) for c in Dataset.model_fields if c != "summary"}
-    return Dataset.model_validate({**fields, "summary": summary})
+    fields = {c: getattr(row, c) for c in Dataset.model_fields if c not in ("summary", "project")}
+    return Dataset.model_validate({**fields, "summary": summary, "project": project_name(s, row.project_id)})
 
 
 def describe(source: DataSource) -> tuple[int, Summary]:
@@ -160,10 +163,15 @@ def create_dataset(
     target: str | None = None,
     description: str = "",
     format: str | None = None,
+    *,
+    access: Principal = SYSTEM,
+    project: str | None = None,
 ) -> Dataset:
-    """Validate an upload in any format, store it, record it. Nothing is left behind when any
-    step fails. ``format`` overrides what the filename's suffix says (see ``detect_format``)."""
+    """Validate an upload in any format, store it, record it in ``project`` (see
+    ``target_project``). Nothing is left behind when any step fails. ``format`` overrides
+    what the filename's suffix says (see ``detect_format``)."""
     check_name("dataset", name)
+    project_id = target_project(s, access, project)
     if s.scalar(sa.select(DatasetRow.id).where(DatasetRow.name == name)) is not None:
         raise AlreadyExists(f"dataset {name!r} already exists")
     refuse_unsafe(data[:2], filename)  # a pickle is unsafe whatever format it claims
@@ -176,6 +184,7 @@ def create_dataset(
     columns = summary.model_dump()["columns"] if isinstance(summary, TableSummary) else []
     row = DatasetRow(
         name=name,
+        project_id=project_id,
         kind=KIND_OF[fmt],
         format=fmt,
         artifact_key=key,
@@ -193,41 +202,62 @@ def create_dataset(
             s.add(row)
     except IntegrityError as e:  # a concurrent upload took the name between check and insert
         raise AlreadyExists(f"dataset {name!r} already exists") from e
-    return _entity(row)
+    return _entity(s, row)
 
 
 def create_sample_dataset(
-    s: Session, store: ArtifactStore, sample: SampleName, name: str | None = None
+    s: Session,
+    store: ArtifactStore,
+    sample: SampleName,
+    name: str | None = None,
+    *,
+    access: Principal = SYSTEM,
+    project: str | None = None,
 ) -> Dataset:
     smp = load_sample(sample)
-    return create_dataset(s, store, name or sample, smp.data, smp.filename, smp.target, smp.description)
+    return create_dataset(
+        s,
+        store,
+        name or sample,
+        smp.data,
+        smp.filename,
+        smp.target,
+        smp.description,
+        access=access,
+        project=project,
+    )
 
 
-def _row(s: Session, name: str) -> DatasetRow:
+def _row(s: Session, name: str, access: Principal, action: Action = "read") -> DatasetRow:
+    """The dataset ``name`` if ``access`` may do ``action`` on it (NotFound if it may not see it)."""
     row = s.scalar(sa.select(DatasetRow).where(DatasetRow.name == name))
     if row is None:
         raise NotFound(f"dataset {name!r} not found")
+    require(access, row.project_id, action, f"dataset {name!r}")
     return row
 
 
-def get_dataset(s: Session, name: str) -> Dataset:
-    return _entity(_row(s, name))
+def get_dataset(s: Session, name: str, *, access: Principal = SYSTEM) -> Dataset:
+    return _entity(s, _row(s, name, access))
 
 
-def get_dataset_by_id(s: Session, dataset_id: int) -> Dataset:
+def get_dataset_by_id(s: Session, dataset_id: int, *, access: Principal = SYSTEM) -> Dataset:
     row = s.get(DatasetRow, dataset_id)
     if row is None:
         raise NotFound(f"dataset {dataset_id} not found")
-    return _entity(row)
+    require(access, row.project_id, "read", f"dataset {dataset_id}")
+    return _entity(s, row)
 
 
-def list_datasets(s: Session) -> list[Dataset]:
-    return [_entity(r) for r in s.scalars(sa.select(DatasetRow).order_by(DatasetRow.id))]
+def list_datasets(s: Session, *, access: Principal = SYSTEM) -> list[Dataset]:
+    q = only_visible(sa.select(DatasetRow).order_by(DatasetRow.id), DatasetRow.project_id, access)
+    return [_entity(s, r) for r in s.scalars(q)]
 
 
-def delete_dataset(s: Session, store: ArtifactStore, name: str) -> None:
-    """Delete the record, then its bytes; refused while runs still reference the dataset."""
-    row = _row(s, name)
+def delete_dataset(s: Session, store: ArtifactStore, name: str, *, access: Principal = SYSTEM) -> None:
+    """Delete the record, then its bytes; refused while runs still reference the dataset.
+    Project admins only."""
+    row = _row(s, name, access, "delete")
     key = row.artifact_key
     try:
         with s.begin_nested():

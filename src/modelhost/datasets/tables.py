@@ -22,6 +22,7 @@ class DatasetRow(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(128), unique=True)
+    project_id: Mapped[int] = mapped_column(sa.ForeignKey("projects.id"), index=True)
     kind: Mapped[str] = mapped_column(sa.String(16), default="table", server_default="table")
     format: Mapped[str] = mapped_column(sa.String(16))
     artifact_key: Mapped[str] = mapped_column(sa.String(512))

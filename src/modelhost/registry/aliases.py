@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from modelhost.auth.authz import SYSTEM, Principal
 from modelhost.errors import InvalidInput, NotFound
 from modelhost.names import check_name
 from modelhost.registry.service import ModelVersion, get_model, get_version, get_version_by_id
@@ -22,9 +23,10 @@ def _check_alias(alias: str) -> str:
     return alias
 
 
-def set_alias(s: Session, model: str, alias: str, number: int) -> ModelVersion:
+def set_alias(s: Session, model: str, alias: str, number: int, *, access: Principal = SYSTEM) -> ModelVersion:
     """Point ``alias`` at version ``number`` of ``model`` (creating or moving it)."""
     _check_alias(alias)
+    get_model(s, model, access=access, action="write")
     version = get_version(s, model, number)
     row = s.scalar(
         sa.select(ModelAliasRow).where(
@@ -39,8 +41,8 @@ def set_alias(s: Session, model: str, alias: str, number: int) -> ModelVersion:
     return version
 
 
-def delete_alias(s: Session, model: str, alias: str) -> None:
-    m = get_model(s, model)
+def delete_alias(s: Session, model: str, alias: str, *, access: Principal = SYSTEM) -> None:
+    m = get_model(s, model, access=access, action="write")
     row = s.scalar(
         sa.select(ModelAliasRow).where(ModelAliasRow.model_id == m.id, ModelAliasRow.alias == alias)
     )
@@ -50,20 +52,20 @@ def delete_alias(s: Session, model: str, alias: str) -> None:
     s.flush()
 
 
-def list_aliases(s: Session, model: str) -> dict[str, int]:
+def list_aliases(s: Session, model: str, *, access: Principal = SYSTEM) -> dict[str, int]:
     """Alias -> version number."""
-    m = get_model(s, model)
+    m = get_model(s, model, access=access)
     rows = s.scalars(
         sa.select(ModelAliasRow).where(ModelAliasRow.model_id == m.id).order_by(ModelAliasRow.alias)
     )
     return {r.alias: get_version_by_id(s, r.version_id).number for r in rows}
 
 
-def resolve_version(s: Session, model: str, ref: VersionRef) -> ModelVersion:
+def resolve_version(s: Session, model: str, ref: VersionRef, *, access: Principal = SYSTEM) -> ModelVersion:
     """The version a reference names: a number, an alias, or the latest when None."""
     if ref is None or isinstance(ref, int):
-        return get_version(s, model, ref)
-    m = get_model(s, model)
+        return get_version(s, model, ref, access=access)
+    m = get_model(s, model, access=access)
     row = s.scalar(sa.select(ModelAliasRow).where(ModelAliasRow.model_id == m.id, ModelAliasRow.alias == ref))
     if row is None:
         raise NotFound(f"model {model!r} has no alias {ref!r}")

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from modelhost.errors import InvalidInput, PlatformError
+from modelhost.auth.authz import SYSTEM, Principal, may_infer
+from modelhost.errors import InvalidInput, NotFound, PlatformError
 from modelhost.serving.batcher import Arrays
 from modelhost.serving.inputs import instances_to_array
 from modelhost.serving.manager import Arm, DeploymentManager, LoadedDeployment
@@ -38,16 +39,35 @@ def to_json_value(a: np.ndarray) -> Any:
     return a if a.dtype.kind in "biuf" else a.tolist()
 
 
+def visible_entry(manager: DeploymentManager, name: str, principal: Principal) -> LoadedDeployment:
+    """The loaded entry of deployment ``name`` (ready or not) if ``principal`` may infer on it;
+    else NotFound, as if it did not exist. No I/O: the entry carries its deployment's project."""
+    entry = manager.get(name)
+    dep = entry.deployment
+    if not may_infer(principal, dep.project_id, dep.id):
+        raise NotFound(f"deployment {name!r} not found")
+    return entry
+
+
+def serving_for(manager: DeploymentManager, name: str, principal: Principal) -> LoadedDeployment:
+    """The ready entry of ``name`` with its batchers started, checked like :func:`visible_entry`
+    (call on the event loop)."""
+    visible_entry(manager, name, principal)
+    return manager.serving(name)
+
+
 class InferenceService:
     def __init__(self, manager: DeploymentManager, max_instances: int) -> None:
         self.manager, self.max_instances = manager, max_instances
         self.metrics = manager.metrics
         self._shadows: set[asyncio.Task[None]] = set()
 
-    async def predict(self, name: str, body: bytes) -> tuple[bytes, dict[str, str]]:
+    async def predict(
+        self, name: str, body: bytes, principal: Principal = SYSTEM
+    ) -> tuple[bytes, dict[str, str]]:
         """KServe v1: ``{"instances": [...]}`` -> ``{"predictions": [...]}``, one per instance."""
         start = time.perf_counter()
-        entry = self.manager.serving(name)
+        entry = serving_for(self.manager, name, principal)
         arm = entry.pick()
         try:
             doc = loads(body)
@@ -73,13 +93,18 @@ class InferenceService:
         return result
 
     async def infer(
-        self, name: str, version: str | None, body: bytes, header_length: int | None
+        self,
+        name: str,
+        version: str | None,
+        body: bytes,
+        header_length: int | None,
+        principal: Principal = SYSTEM,
     ) -> tuple[bytes, dict[str, str]]:
         """Open Inference Protocol v2 infer, JSON or with the binary tensor extension."""
         from modelhost.serving import oip
 
         start = time.perf_counter()
-        entry = self.manager.serving(name)
+        entry = serving_for(self.manager, name, principal)
         arm = entry.pick(version)
         try:
             sig = arm.signature

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from modelhost.artifacts import ArtifactStore
+from modelhost.auth.authz import SYSTEM, Principal
 from modelhost.db import Database
 from modelhost.errors import LoadFailed, NotFound, NotReady, PlatformError
 from modelhost.observability.llm import LLMMetrics
@@ -182,6 +183,7 @@ class DeploymentManager:
                 resolved = Resolved(
                     targets=[(get_version_by_id(s, t.version_id), t.weight) for t in dep.targets],
                     shadow=get_version_by_id(s, dep.shadow.version_id) if dep.shadow else None,
+                    project_id=dep.project_id,
                 )
             arms, shadow = self._arms(resolved, dep, dep.runtime, dep.spec.precision)
             return self._set(LoadedDeployment(dep, "ready", arms, shadow))
@@ -211,12 +213,19 @@ class DeploymentManager:
 
     # --- changes ------------------------------------------------------------------------
 
-    def deploy(self, name: str, spec: DeploySpec, replace: bool = True) -> tuple[LoadedDeployment, bool]:
-        """Create or update a deployment; its versions are loaded before anything changes.
-        Returns the loaded deployment and whether it was created."""
+    def deploy(
+        self,
+        name: str,
+        spec: DeploySpec,
+        replace: bool = True,
+        access: Principal = SYSTEM,
+        project: str | None = None,
+    ) -> tuple[LoadedDeployment, bool]:
+        """Create or update a deployment (as ``access``, in ``project``: see ``resolve``); its
+        versions are loaded before anything changes. Returns it and whether it was created."""
         with self._deploy_lock:
             with self.db.session() as s:
-                resolved = resolve(s, name, spec, replace)
+                resolved = resolve(s, name, spec, replace, access=access, project=project)
             if spec.runtime is None:
                 primary = max(resolved.targets, key=lambda t: t[1])[0]
                 spec = spec.model_copy(update={"runtime": default_runtime(primary.manifest)})
@@ -227,11 +236,11 @@ class DeploymentManager:
             arms, shadow = self._arms(resolved, dep, spec.runtime, spec.precision)  # warm: no second load
             return self._set(LoadedDeployment(dep, "ready", arms, shadow)), created
 
-    def rollback(self, name: str) -> LoadedDeployment:
+    def rollback(self, name: str, access: Principal = SYSTEM) -> LoadedDeployment:
         """Back to the state before the last change (its runtimes are usually still warm)."""
         with self._deploy_lock:
             with self.db.session() as s:
-                spec = previous_spec(s, name)
+                spec = previous_spec(s, name, access=access)
             entry, _ = self.deploy(name, spec)
             return entry
 
@@ -242,11 +251,11 @@ class DeploymentManager:
                 affected = following(s, model, alias)
             return [self.deploy(dep.name, dep.spec)[0] for dep in affected]
 
-    def undeploy(self, name: str) -> None:
+    def undeploy(self, name: str, access: Principal = SYSTEM) -> None:
         """Delete the deployment from the store, then stop serving it (queued requests finish)."""
         with self._deploy_lock:
             with self.db.session() as s:
-                delete_deployment(s, name)
+                delete_deployment(s, name, access=access)
             with self._lock:
                 old = self._loaded.pop(name, None)
             if old is not None:
@@ -289,13 +298,13 @@ class DeploymentManager:
         state = entry.state if entry is not None and current else "unknown"
         return DeploymentStatus(**dep.model_dump(), state=state, error=entry.error if entry else None)
 
-    def describe_all(self) -> list[DeploymentStatus]:
+    def describe_all(self, access: Principal = SYSTEM) -> list[DeploymentStatus]:
         with self.db.session() as s:
-            return [self.describe(d) for d in list_deployments(s)]
+            return [self.describe(d) for d in list_deployments(s, access=access)]
 
-    def describe_one(self, name: str) -> DeploymentStatus:
+    def describe_one(self, name: str, access: Principal = SYSTEM) -> DeploymentStatus:
         with self.db.session() as s:
-            return self.describe(get_deployment(s, name))
+            return self.describe(get_deployment(s, name, access=access))
 
     async def close(self) -> None:
         for entry in list(self._loaded.values()):

@@ -12,10 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from modelhost.auth.authz import SYSTEM, Action, Principal, only_visible, require
+from modelhost.auth.projects import project_name, target_project
 from modelhost.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from modelhost.names import check_name
 from modelhost.registry.aliases import VersionRef, resolve_version
 from modelhost.registry.service import ModelVersion, get_version_by_id
+from modelhost.registry.tables import ModelRow
 from modelhost.serving.batcher import BatchingConfig
 from modelhost.serving.tables import DeploymentRow
 
@@ -82,6 +85,8 @@ class Target(BaseModel):
 class Deployment(BaseModel):
     id: int
     name: str
+    project: str
+    project_id: int
     model: str
     version: int
     """The version with the largest share of traffic."""
@@ -103,6 +108,8 @@ class Resolved:
 
     targets: list[tuple[ModelVersion, float]]
     shadow: ModelVersion | None
+    project_id: int
+    """The deployment's project, which is also its model's."""
 
 
 def _target(s: Session, version_id: int, weight: float) -> Target:
@@ -122,6 +129,8 @@ def _entity(s: Session, row: DeploymentRow) -> Deployment:
     return Deployment(
         id=row.id,
         name=row.name,
+        project=project_name(s, row.project_id),
+        project_id=row.project_id,
         model=primary.model,
         version=primary.number,
         version_id=primary.id,
@@ -141,20 +150,45 @@ def _row(s: Session, name: str) -> DeploymentRow | None:
     return s.scalar(sa.select(DeploymentRow).where(DeploymentRow.name == name))
 
 
-def resolve(s: Session, name: str, spec: DeploySpec, replace: bool = True) -> Resolved:
-    """The versions a deploy of ``name`` would serve; checks the name and, without
-    ``replace``, that the deployment does not exist yet."""
+def _checked_row(s: Session, name: str, access: Principal, action: Action) -> DeploymentRow:
+    """The deployment ``name`` if ``access`` may do ``action`` on it (NotFound if it may not see it)."""
+    row = _row(s, name)
+    if row is None:
+        raise NotFound(f"deployment {name!r} not found")
+    require(access, row.project_id, action, f"deployment {name!r}")
+    return row
+
+
+def resolve(
+    s: Session,
+    name: str,
+    spec: DeploySpec,
+    replace: bool = True,
+    *,
+    access: Principal = SYSTEM,
+    project: str | None = None,
+) -> Resolved:
+    """The versions a deploy of ``name`` would serve, and its project (an existing
+    deployment's, else the one named, else its model's); checks the name, that ``access``
+    may deploy there and, without ``replace``, that the deployment does not exist yet."""
     check_name("deployment", name)
-    if not replace and _row(s, name) is not None:
+    row = _row(s, name)
+    if row is not None and not replace:
         raise AlreadyExists(f"deployment {name!r} already exists")
-    targets = [(resolve_version(s, spec.model, ref), weight) for ref, weight in spec.refs()]
+    if row is not None:
+        require(access, row.project_id, "write", f"deployment {name!r}")
+    targets = [(resolve_version(s, spec.model, ref, access=access), weight) for ref, weight in spec.refs()]
+    model_project = s.get_one(ModelRow, targets[0][0].model_id).project_id
+    if row is not None and model_project != row.project_id:
+        raise InvalidInput(f"model {spec.model!r} is in another project than deployment {name!r}")
+    project_id = row.project_id if row is not None else target_project(s, access, project, model_project)
     ids = [v.id for v, _ in targets]
     if len(set(ids)) != len(ids):
         raise InvalidInput("traffic names the same version twice (through an alias?)")
     shadow = resolve_version(s, spec.model, spec.shadow) if spec.shadow is not None else None
     if shadow is not None and shadow.id in ids:
         raise InvalidInput(f"the shadow version {shadow.number} also takes live traffic")
-    return Resolved(targets=targets, shadow=shadow)
+    return Resolved(targets=targets, shadow=shadow, project_id=project_id)
 
 
 def deploy(
@@ -169,7 +203,13 @@ def deploy(
     runtime = spec.runtime or "torch"  # the manager picks by the version; a direct caller gets torch
     primary = max(resolved.targets, key=lambda t: t[1])[0]
     if row is None:
-        row = DeploymentRow(name=name, model_id=primary.model_id, version_id=primary.id, runtime=runtime)
+        row = DeploymentRow(
+            name=name,
+            model_id=primary.model_id,
+            version_id=primary.id,
+            runtime=runtime,
+            project_id=resolved.project_id,
+        )
     else:
         row.previous_spec = row.spec or None
     row.model_id, row.version_id, row.runtime = primary.model_id, primary.id, runtime
@@ -185,11 +225,9 @@ def deploy(
     return _entity(s, row), created
 
 
-def previous_spec(s: Session, name: str) -> DeploySpec:
+def previous_spec(s: Session, name: str, *, access: Principal = SYSTEM) -> DeploySpec:
     """The spec before the last change, for rollback."""
-    row = _row(s, name)
-    if row is None:
-        raise NotFound(f"deployment {name!r} not found")
+    row = _checked_row(s, name, access, "write")
     if row.previous_spec is None:
         raise Conflict(f"deployment {name!r} has no earlier state to roll back to")
     return DeploySpec.model_validate(row.previous_spec)
@@ -204,20 +242,17 @@ def following(s: Session, model: str, alias: str) -> list[Deployment]:
     ]
 
 
-def list_deployments(s: Session) -> list[Deployment]:
-    return [_entity(s, r) for r in s.scalars(sa.select(DeploymentRow).order_by(DeploymentRow.id))]
+def list_deployments(s: Session, *, access: Principal = SYSTEM) -> list[Deployment]:
+    q = only_visible(sa.select(DeploymentRow).order_by(DeploymentRow.id), DeploymentRow.project_id, access)
+    return [_entity(s, r) for r in s.scalars(q)]
 
 
-def get_deployment(s: Session, name: str) -> Deployment:
-    row = _row(s, name)
-    if row is None:
-        raise NotFound(f"deployment {name!r} not found")
-    return _entity(s, row)
+def get_deployment(s: Session, name: str, *, access: Principal = SYSTEM) -> Deployment:
+    return _entity(s, _checked_row(s, name, access, "read"))
 
 
-def delete_deployment(s: Session, name: str) -> None:
-    row = _row(s, name)
-    if row is None:
-        raise NotFound(f"deployment {name!r} not found")
+def delete_deployment(s: Session, name: str, *, access: Principal = SYSTEM) -> None:
+    """Project admins only; its inference-only keys go with it."""
+    row = _checked_row(s, name, access, "delete")
     s.delete(row)
     s.flush()

@@ -14,6 +14,7 @@ class DeploymentRow(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(128), unique=True)
+    project_id: Mapped[int] = mapped_column(sa.ForeignKey("projects.id"), index=True)
     model_id: Mapped[int] = mapped_column(sa.ForeignKey("models.id"), index=True)
     version_id: Mapped[int] = mapped_column(sa.ForeignKey("model_versions.id"), index=True)
     runtime: Mapped[str] = mapped_column(sa.String(16))

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
+from modelhost.auth.authz import SYSTEM, Principal
 from modelhost.errors import InvalidInput
 from modelhost.training import service as runs
 from modelhost.training.tables import MetricRow
@@ -73,10 +74,11 @@ def final_metrics(s: Session, run_ids: list[int]) -> dict[int, dict[str, float]]
     return out
 
 
-def compare_runs(s: Session, run_ids: list[int]) -> Comparison:
-    """Runs side by side, in the order given; NotFound names a missing run."""
+def compare_runs(s: Session, run_ids: list[int], *, access: Principal = SYSTEM) -> Comparison:
+    """Runs side by side, in the order given; NotFound names a missing run (or one that
+    ``access`` may not see)."""
     if not 2 <= len(run_ids) <= 50:
         raise InvalidInput(f"ids: compare takes 2 to 50 runs, got {len(run_ids)}")
-    found = [runs.get_run(s, i) for i in run_ids]
+    found = [runs.get_run(s, i, access=access) for i in run_ids]
     metrics = final_metrics(s, run_ids)
     return compare([(r.id, r.name, r.status, r.spec, metrics[r.id]) for r in found])

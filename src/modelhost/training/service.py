@@ -14,7 +14,10 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
+from modelhost.auth.authz import SYSTEM, Action, Principal, only_visible, require
+from modelhost.auth.projects import project_name, target_project
 from modelhost.datasets.service import ArraysSummary, Dataset, get_dataset
+from modelhost.datasets.tables import DatasetRow
 from modelhost.db import UTCDateTime, utcnow
 from modelhost.errors import Conflict, InvalidInput, NotFound
 from modelhost.training.spec import TrainSpec
@@ -27,6 +30,7 @@ FINISHED: tuple[RunStatus, ...] = ("succeeded", "failed", "cancelled")
 class Run(BaseModel):
     id: int
     name: str
+    project: str
     status: RunStatus
     spec: dict[str, Any]
     dataset_id: int
@@ -59,26 +63,36 @@ class LogLine(BaseModel):
     created_at: dt.datetime
 
 
-def _entity(row: RunRow) -> Run:
-    return Run.model_validate(row, from_attributes=True)
+def _entity(s: Session, row: RunRow) -> Run:
+    fields = {c: getattr(row, c) for c in Run.model_fields if c != "project"}
+    return Run.model_validate({**fields, "project": project_name(s, row.project_id)})
 
 
-def _row(s: Session, run_id: int) -> RunRow:
+def _row(s: Session, run_id: int, access: Principal = SYSTEM, action: Action = "read") -> RunRow:
+    """Run ``run_id`` if ``access`` may do ``action`` on it (NotFound if it may not see it)."""
     row = s.get(RunRow, run_id)
     if row is None:
         raise NotFound(f"run {run_id} not found")
+    require(access, row.project_id, action, f"run {run_id}")
     return row
 
 
-def submit_run(s: Session, spec: TrainSpec) -> Run:
-    """Check the spec against its dataset and queue the run."""
-    ds = get_dataset(s, spec.dataset)
+def submit_run(s: Session, spec: TrainSpec, *, access: Principal = SYSTEM, project: str | None = None) -> Run:
+    """Check the spec against its dataset and queue the run, in the dataset's project
+    (or ``project``, which must be the same); its model must be new or of that project."""
+    from modelhost.registry.service import check_model_project
+
+    ds = get_dataset(s, spec.dataset, access=access)
+    parent = s.scalar(sa.select(DatasetRow.project_id).where(DatasetRow.id == ds.id))
+    project_id = target_project(s, access, project, parent)
+    check_model_project(s, spec.model_name, project_id, access)
     resolved = resolve_against(spec, ds)
     for role in ("validation_dataset", "test_dataset"):
         name = getattr(spec.split, role)
-        if name is not None and get_dataset(s, name).kind != ds.kind:
+        if name is not None and get_dataset(s, name, access=access).kind != ds.kind:
             raise InvalidInput(f"split.{role}: dataset {name!r} is not {ds.kind} like {ds.name!r}")
     row = RunRow(
+        project_id=project_id,
         name=spec.name or spec.model_name,
         status="queued",
         spec=resolved.model_dump(mode="json"),
@@ -87,7 +101,7 @@ def submit_run(s: Session, spec: TrainSpec) -> Run:
     )
     s.add(row)
     s.flush()
-    return _entity(row)
+    return _entity(s, row)
 
 
 def resolve_against(spec: TrainSpec, ds: Dataset) -> TrainSpec:
@@ -138,24 +152,26 @@ def resolve_against(spec: TrainSpec, ds: Dataset) -> TrainSpec:
     return spec.model_copy(update={"target": target})
 
 
-def list_runs(s: Session, status: RunStatus | None = None, limit: int = 100) -> list[Run]:
-    q = sa.select(RunRow).order_by(RunRow.id.desc()).limit(limit)
+def list_runs(
+    s: Session, status: RunStatus | None = None, limit: int = 100, *, access: Principal = SYSTEM
+) -> list[Run]:
+    q = only_visible(sa.select(RunRow).order_by(RunRow.id.desc()).limit(limit), RunRow.project_id, access)
     if status:
         q = q.where(RunRow.status == status)
-    return [_entity(r) for r in s.scalars(q)]
+    return [_entity(s, r) for r in s.scalars(q)]
 
 
-def get_run(s: Session, run_id: int) -> Run:
-    return _entity(_row(s, run_id))
+def get_run(s: Session, run_id: int, *, access: Principal = SYSTEM) -> Run:
+    return _entity(s, _row(s, run_id, access))
 
 
-def cancel_run(s: Session, run_id: int) -> Run:
+def cancel_run(s: Session, run_id: int, *, access: Principal = SYSTEM) -> Run:
     """A queued run is cancelled at once; a running one at its worker's next step.
 
     Conditional updates, so a worker claiming the run at the same moment (another
     transaction, on PostgreSQL) either finds it cancelled or sees the cancel request.
     """
-    row = _row(s, run_id)
+    row = _row(s, run_id, access, "write")
     q = sa.update(RunRow).where(RunRow.id == run_id)
     done = s.execute(
         q.where(RunRow.status == "queued").values(
@@ -167,13 +183,13 @@ def cancel_run(s: Session, run_id: int) -> Run:
     s.refresh(row)
     if done.rowcount == 0:  # type: ignore[attr-defined]
         raise Conflict(f"run {run_id} already {row.status}")
-    return _entity(row)
+    return _entity(s, row)
 
 
-def resume_run(s: Session, run_id: int) -> Run:
+def resume_run(s: Session, run_id: int, *, access: Principal = SYSTEM) -> Run:
     """Queue a cancelled or failed run again; its worker continues from the run's last
     checkpoint (or from the start if it never wrote one). A fresh attempt count."""
-    row = _row(s, run_id)
+    row = _row(s, run_id, access, "write")
     done = s.execute(
         sa.update(RunRow)
         .where(RunRow.id == run_id, RunRow.status.in_(("cancelled", "failed")))
@@ -192,19 +208,23 @@ def resume_run(s: Session, run_id: int) -> Run:
     s.refresh(row)
     if done.rowcount == 0:  # type: ignore[attr-defined]
         raise Conflict(f"run {run_id} is {row.status}; only cancelled and failed runs resume")
-    return _entity(row)
+    return _entity(s, row)
 
 
-def get_metrics(s: Session, run_id: int, key: str | None = None) -> list[Metric]:
-    _row(s, run_id)
+def get_metrics(
+    s: Session, run_id: int, key: str | None = None, *, access: Principal = SYSTEM
+) -> list[Metric]:
+    _row(s, run_id, access)
     q = sa.select(MetricRow).where(MetricRow.run_id == run_id).order_by(MetricRow.id)
     if key:
         q = q.where(MetricRow.key == key)
     return [Metric.model_validate(m, from_attributes=True) for m in s.scalars(q)]
 
 
-def get_logs(s: Session, run_id: int, after: int = 0, limit: int = 1000) -> list[LogLine]:
-    _row(s, run_id)
+def get_logs(
+    s: Session, run_id: int, after: int = 0, limit: int = 1000, *, access: Principal = SYSTEM
+) -> list[LogLine]:
+    _row(s, run_id, access)
     q = sa.select(RunLogRow).where(RunLogRow.run_id == run_id, RunLogRow.id > after).order_by(RunLogRow.id)
     return [LogLine.model_validate(r, from_attributes=True) for r in s.scalars(q.limit(limit))]
 
@@ -316,4 +336,4 @@ def fail_if_unfinished(s: Session, run_id: int, reason: str) -> bool:
 
 def unfinished_runs(s: Session) -> list[Run]:
     q = sa.select(RunRow).where(RunRow.status.in_(("queued", "running"))).order_by(RunRow.id)
-    return [_entity(r) for r in s.scalars(q)]
+    return [_entity(s, r) for r in s.scalars(q)]

@@ -19,6 +19,8 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy.orm import Session
 
+from modelhost.auth.authz import SYSTEM, Principal, only_visible, require
+from modelhost.auth.projects import project_name
 from modelhost.errors import InvalidInput, NotFound, describe_validation_errors
 from modelhost.training import service as runs
 from modelhost.training.compare import final_metrics
@@ -152,6 +154,7 @@ class Trial(BaseModel):
 class Sweep(BaseModel):
     id: int
     name: str
+    project: str
     metric: str
     lower_is_better: bool
     trials: list[Trial]
@@ -171,12 +174,16 @@ def parse_sweep(document: dict[str, Any]) -> tuple[SweepSpec, list[tuple[dict[st
     return sweep, expand(document, sweep)
 
 
-def submit_sweep(s: Session, document: dict[str, Any]) -> tuple[Sweep, list[runs.Run]]:
-    """Queue one run per trial (all or none: one transaction) and record the sweep."""
+def submit_sweep(
+    s: Session, document: dict[str, Any], *, access: Principal = SYSTEM, project: str | None = None
+) -> tuple[Sweep, list[runs.Run]]:
+    """Queue one run per trial (all or none: one transaction) and record the sweep, in its
+    runs' project (see ``submit_run``)."""
     sweep, trials = parse_sweep(document)
-    queued = [runs.submit_run(s, spec) for _, spec in trials]
+    queued = [runs.submit_run(s, spec, access=access, project=project) for _, spec in trials]
     base = trials[0][1]
     row = SweepRow(
+        project_id=s.get_one(RunRow, queued[0].id).project_id,
         name=str(document.get("name") or base.model_name),
         spec=document,
         metric=sweep.metric,
@@ -206,6 +213,7 @@ def _entity(s: Session, row: SweepRow) -> Sweep:
     return Sweep(
         id=row.id,
         name=row.name,
+        project=project_name(s, row.project_id),
         metric=row.metric,
         lower_is_better=row.lower_is_better,
         trials=trials,
@@ -214,13 +222,15 @@ def _entity(s: Session, row: SweepRow) -> Sweep:
     )
 
 
-def get_sweep(s: Session, sweep_id: int) -> Sweep:
+def get_sweep(s: Session, sweep_id: int, *, access: Principal = SYSTEM) -> Sweep:
     row = s.get(SweepRow, sweep_id)
     if row is None:
         raise NotFound(f"sweep {sweep_id} not found")
+    require(access, row.project_id, "read", f"sweep {sweep_id}")
     return _entity(s, row)
 
 
-def list_sweeps(s: Session, limit: int = 100) -> list[Sweep]:
-    rows = s.scalars(sa.select(SweepRow).order_by(SweepRow.id.desc()).limit(limit))
+def list_sweeps(s: Session, limit: int = 100, *, access: Principal = SYSTEM) -> list[Sweep]:
+    q = sa.select(SweepRow).order_by(SweepRow.id.desc()).limit(limit)
+    rows = s.scalars(only_visible(q, SweepRow.project_id, access))
     return [_entity(s, r) for r in rows]

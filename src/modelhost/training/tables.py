@@ -14,6 +14,7 @@ class RunRow(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(128))
+    project_id: Mapped[int] = mapped_column(sa.ForeignKey("projects.id"), index=True)
     status: Mapped[str] = mapped_column(sa.String(16), index=True)
     spec: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
     dataset_id: Mapped[int] = mapped_column(sa.ForeignKey("datasets.id"), index=True)
@@ -66,6 +67,7 @@ class SweepRow(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(128))
+    project_id: Mapped[int] = mapped_column(sa.ForeignKey("projects.id"), index=True)
     spec: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
     metric: Mapped[str] = mapped_column(sa.String(64))
     lower_is_better: Mapped[bool] = mapped_column(sa.Boolean)

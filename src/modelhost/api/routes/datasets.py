@@ -3,8 +3,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Form, Response, UploadFile
 from pydantic import BaseModel
 
-from modelhost.api.auth import changes_require_role
-from modelhost.api.deps import DB, AppSettings, Store
+from modelhost.api.auth import Caller, changes_require_role
+from modelhost.api.deps import DB, AppSettings, ProjectParam, Store
 from modelhost.datasets import service
 from modelhost.datasets.formats import FORMATS
 from modelhost.datasets.samples import SampleName
@@ -18,9 +18,9 @@ router = APIRouter(
 
 
 @router.get("")
-def list_datasets(db: DB) -> list[service.Dataset]:
+def list_datasets(db: DB, caller: Caller) -> list[service.Dataset]:
     with db.session() as s:
-        return service.list_datasets(s)
+        return service.list_datasets(s, access=caller)
 
 
 @router.post("", status_code=201)
@@ -28,7 +28,9 @@ def upload_dataset(
     db: DB,
     store: Store,
     settings: AppSettings,
+    caller: Caller,
     file: UploadFile,
+    project: ProjectParam = None,
     name: str = Form(),
     target: str | None = Form(None),
     description: str = Form(""),
@@ -44,7 +46,16 @@ def upload_dataset(
         raise InvalidInput(f"file: the filename is longer than {MAX_FILENAME} characters")
     with db.session() as s:
         return service.create_dataset(
-            s, store, name, data, filename, target or None, description, format or None
+            s,
+            store,
+            name,
+            data,
+            filename,
+            target or None,
+            description,
+            format or None,
+            access=caller,
+            project=project,
         )
 
 
@@ -54,22 +65,29 @@ class SampleRequest(BaseModel, extra="forbid"):
 
 @router.post("/samples/{sample}", status_code=201)
 def create_sample(
-    sample: SampleName, db: DB, store: Store, body: SampleRequest | None = None
+    sample: SampleName,
+    db: DB,
+    store: Store,
+    caller: Caller,
+    body: SampleRequest | None = None,
+    project: ProjectParam = None,
 ) -> service.Dataset:
     """Create a dataset from a bundled sample, no network needed: the tables digits, iris, wine
     and breast_cancer; digits_images (8x8 PNGs, a folder per digit); classics (English text)."""
     with db.session() as s:
-        return service.create_sample_dataset(s, store, sample, body.name if body else None)
+        name = body.name if body else None
+        return service.create_sample_dataset(s, store, sample, name, access=caller, project=project)
 
 
 @router.get("/{name}")
-def show_dataset(name: str, db: DB) -> service.Dataset:
+def show_dataset(name: str, db: DB, caller: Caller) -> service.Dataset:
     with db.session() as s:
-        return service.get_dataset(s, name)
+        return service.get_dataset(s, name, access=caller)
 
 
 @router.delete("/{name}", status_code=204)
-def delete_dataset(name: str, db: DB, store: Store) -> Response:
+def delete_dataset(name: str, db: DB, store: Store, caller: Caller) -> Response:
+    """Project admins only."""
     with db.session() as s:
-        service.delete_dataset(s, store, name)
+        service.delete_dataset(s, store, name, access=caller)
     return Response(status_code=204)

@@ -13,10 +13,12 @@ from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 
 import modelhost
+from modelhost.api.auth import Caller
 from modelhost.api.deps import Manager
 from modelhost.api.protocol.oip import InferRequest, InferResponse, ModelMetadata, ServerMetadata
 from modelhost.api.protocol.predict import PredictRequest, PredictResponse
-from modelhost.serving.inference import InferenceService
+from modelhost.auth.authz import Principal
+from modelhost.serving.inference import InferenceService, serving_for, visible_entry
 from modelhost.serving.manager import DeploymentManager
 
 router = APIRouter(tags=["inference"])
@@ -38,9 +40,9 @@ def _body_doc(model: type[Any]) -> dict[str, Any]:
 @router.post(
     "/v1/models/{name}:predict", response_model=PredictResponse, openapi_extra=_body_doc(PredictRequest)
 )
-async def predict(name: str, request: Request, service: Inference) -> Response:
+async def predict(name: str, request: Request, service: Inference, caller: Caller) -> Response:
     """``{"instances": [[...], ...]}`` -> ``{"predictions": [...]}``, one per instance, in order."""
-    body, headers = await service.predict(name, await request.body())
+    body, headers = await service.predict(name, await request.body(), caller)
     return Response(body, headers=headers)
 
 
@@ -49,8 +51,8 @@ def server_metadata() -> ServerMetadata:
     return ServerMetadata(name="modelhost", version=modelhost.__version__, extensions=["binary_tensor_data"])
 
 
-def _metadata(manager: DeploymentManager, name: str, version: str | None) -> ModelMetadata:
-    entry = manager.serving(name)
+def _metadata(manager: DeploymentManager, name: str, version: str | None, caller: Principal) -> ModelMetadata:
+    entry = serving_for(manager, name, caller)
     arm = entry.pick(version) if version is not None else entry.pick(str(entry.deployment.version))
     return ModelMetadata(
         name=entry.deployment.name,
@@ -61,8 +63,8 @@ def _metadata(manager: DeploymentManager, name: str, version: str | None) -> Mod
     )
 
 
-def _ready(manager: DeploymentManager, name: str, version: str | None) -> JSONResponse:
-    entry = manager.get(name)
+def _ready(manager: DeploymentManager, name: str, version: str | None, caller: Principal) -> JSONResponse:
+    entry = visible_entry(manager, name, caller)
     if version is not None and entry.state == "ready":
         entry.pick(version)  # 404 for a version this deployment does not serve
     ok = entry.state == "ready"
@@ -70,9 +72,14 @@ def _ready(manager: DeploymentManager, name: str, version: str | None) -> JSONRe
 
 
 async def _infer(
-    service: InferenceService, name: str, version: str | None, request: Request, header_length: int | None
+    service: InferenceService,
+    name: str,
+    version: str | None,
+    request: Request,
+    header_length: int | None,
+    caller: Principal,
 ) -> Response:
-    body, headers = await service.infer(name, version, await request.body(), header_length)
+    body, headers = await service.infer(name, version, await request.body(), header_length, caller)
     return Response(body, headers=headers)
 
 
@@ -83,12 +90,14 @@ for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
     suffix = "_versioned" if "version}" in prefix else ""
 
     @router.get(prefix, name=f"model_metadata{suffix}")  # async: serving() may start batchers
-    async def model_metadata(name: str, manager: Manager, version: str | None = None) -> ModelMetadata:
-        return _metadata(manager, name, version)
+    async def model_metadata(
+        name: str, manager: Manager, caller: Caller, version: str | None = None
+    ) -> ModelMetadata:
+        return _metadata(manager, name, version, caller)
 
     @router.get(prefix + "/ready", response_model=None, name=f"model_ready{suffix}")
-    def model_ready(name: str, manager: Manager, version: str | None = None) -> JSONResponse:
-        return _ready(manager, name, version)
+    def model_ready(name: str, manager: Manager, caller: Caller, version: str | None = None) -> JSONResponse:
+        return _ready(manager, name, version, caller)
 
     @router.post(
         prefix + "/infer",
@@ -100,7 +109,8 @@ for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         name: str,
         request: Request,
         service: Inference,
+        caller: Caller,
         length: HeaderLength = None,
         version: str | None = None,
     ) -> Response:
-        return await _infer(service, name, version, request, length)
+        return await _infer(service, name, version, request, length, caller)

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fastapi import APIRouter, UploadFile
+from fastapi import APIRouter, Response, UploadFile
 from sqlalchemy.orm import Session
 
-from modelhost.api.auth import changes_require_role
-from modelhost.api.deps import DB, AppSettings, Store
+from modelhost.api.auth import Caller, changes_require_role
+from modelhost.api.deps import DB, AppSettings, ProjectParam, Store
 from modelhost.artifacts import ArtifactStore
 from modelhost.errors import InvalidInput, PayloadTooLarge, UnsafeContent
 from modelhost.registry import service
@@ -22,32 +22,46 @@ router = APIRouter(
 
 
 @router.get("")
-def list_models(db: DB) -> list[service.Model]:
+def list_models(db: DB, caller: Caller) -> list[service.Model]:
     with db.session() as s:
-        return service.list_models(s)
+        return service.list_models(s, access=caller)
 
 
 @router.get("/{name}")
-def show_model(name: str, db: DB) -> service.Model:
+def show_model(name: str, db: DB, caller: Caller) -> service.Model:
     with db.session() as s:
-        return service.get_model(s, name)
+        return service.get_model(s, name, access=caller)
+
+
+@router.delete("/{name}", status_code=204)
+def delete_model(name: str, db: DB, store: Store, caller: Caller) -> Response:
+    """Delete a model, its versions, aliases and files (project admins; not while deployed)."""
+    with db.session() as s:
+        service.delete_model(s, store, name, access=caller)
+    return Response(status_code=204)
 
 
 @router.get("/{name}/versions")
-def list_versions(name: str, db: DB) -> list[service.ModelVersion]:
+def list_versions(name: str, db: DB, caller: Caller) -> list[service.ModelVersion]:
     with db.session() as s:
-        return service.list_versions(s, name)
+        return service.list_versions(s, name, access=caller)
 
 
 @router.get("/{name}/versions/{number}")
-def show_version(name: str, number: int, db: DB) -> service.ModelVersion:
+def show_version(name: str, number: int, db: DB, caller: Caller) -> service.ModelVersion:
     with db.session() as s:
-        return service.get_version(s, name, number)
+        return service.get_version(s, name, number, access=caller)
 
 
 @router.post("/{name}/import", status_code=201)
 def import_version(
-    name: str, file: UploadFile, db: DB, store: Store, settings: AppSettings
+    name: str,
+    file: UploadFile,
+    db: DB,
+    store: Store,
+    settings: AppSettings,
+    caller: Caller,
+    project: ProjectParam = None,
 ) -> service.ModelVersion:
     """Register an uploaded model (multipart field ``file``) as the next version of ``name``: an ONNX
     file, a GGUF file, or a Hugging Face model folder as a zip or tar, told apart by the file's name."""
@@ -57,6 +71,7 @@ def import_version(
     if len(data) > settings.max_upload_bytes:
         raise PayloadTooLarge(f"upload exceeds the {settings.max_upload_bytes} byte limit")
     with db.session() as s:
+        service.register_as(s, name, caller, project)
         return importer(s, store, name, data, filename)
 
 

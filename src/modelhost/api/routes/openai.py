@@ -8,9 +8,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
+from modelhost.api.auth import Caller
 from modelhost.api.deps import Manager
 from modelhost.api.errors import openai_error_body
+from modelhost.auth.authz import Principal, may_infer
 from modelhost.errors import InvalidInput, NotFound
+from modelhost.serving.inference import serving_for
 from modelhost.serving.llm import openai
 from modelhost.serving.llm.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from modelhost.serving.llm.runtime import EmbeddingRuntime, LLMRuntime
@@ -19,9 +22,9 @@ from modelhost.serving.manager import DeploymentManager
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 
-def _runtime(manager: DeploymentManager, model: str, kind: type[Any]) -> Any:
+def _runtime(manager: DeploymentManager, model: str, kind: type[Any], caller: Principal) -> Any:
     try:
-        runtime = manager.serving(model).pick().runtime
+        runtime = serving_for(manager, model, caller).pick().runtime
     except NotFound:
         raise NotFound(f"the model {model!r} does not exist (it is the name of a deployment)") from None
     if not isinstance(runtime, kind):
@@ -41,33 +44,35 @@ def _answer(runtime: LLMRuntime, job: openai.Job, stream: bool) -> Any:
 
 
 @router.get("/models")
-def list_models(manager: Manager) -> dict[str, Any]:
-    """The deployments that serve language or embedding models."""
+def list_models(manager: Manager, caller: Caller) -> dict[str, Any]:
+    """The deployments that serve language or embedding models, of those the key may use."""
     data = [
-        {"id": s.name, "object": "model", "created": int(s.created_at.timestamp()), "owned_by": "modelhost"}
+        {"id": s.name, "object": "model", "created": int(s.created_at.timestamp()), "owned_by": s.project}
         for s in manager.describe_all()
-        if s.runtime in ("llm", "embedding")
+        if s.runtime in ("llm", "embedding") and may_infer(caller, s.project_id, s.id)
     ]
     return {"object": "list", "data": data}
 
 
 @router.post("/completions")
-async def completions(body: CompletionRequest, manager: Manager) -> Any:
-    runtime = _runtime(manager, body.model, LLMRuntime)
+async def completions(body: CompletionRequest, manager: Manager, caller: Caller) -> Any:
+    runtime = _runtime(manager, body.model, LLMRuntime, caller)
     answer = _answer(runtime, openai.completion_job(runtime, body), body.stream)
     return answer if body.stream else await answer
 
 
 @router.post("/chat/completions")
-async def chat_completions(body: ChatCompletionRequest, manager: Manager) -> Any:
-    runtime = _runtime(manager, body.model, LLMRuntime)
+async def chat_completions(body: ChatCompletionRequest, manager: Manager, caller: Caller) -> Any:
+    runtime = _runtime(manager, body.model, LLMRuntime, caller)
     answer = _answer(runtime, openai.chat_job(runtime, body), body.stream)
     return answer if body.stream else await answer
 
 
 @router.post("/embeddings")
-async def embeddings(body: EmbeddingRequest, manager: Manager, request: Request) -> dict[str, Any]:
-    runtime: EmbeddingRuntime = _runtime(manager, body.model, EmbeddingRuntime)
+async def embeddings(
+    body: EmbeddingRequest, manager: Manager, request: Request, caller: Caller
+) -> dict[str, Any]:
+    runtime: EmbeddingRuntime = _runtime(manager, body.model, EmbeddingRuntime, caller)
     import asyncio
 
     vectors, tokens = await asyncio.to_thread(runtime.embed, body.texts)
