@@ -51,14 +51,31 @@ def _openai_plane(path: str) -> bool:
     return path in OPENAI_PATHS or (path.startswith("/v1/models/") and not path.endswith(":predict"))
 
 
+MAX_WORD, MAX_MESSAGE = 100, 2000
+"""Messages quote what clients sent: a word (name, value) longer than MAX_WORD characters is
+cut, and a message longer than MAX_MESSAGE, so a huge input never comes back whole."""
+
+
+def shown(message: str) -> str:
+    """``message`` with its overlong words and its overall length capped."""
+    if len(message) <= MAX_WORD:
+        return message
+    words = [
+        w if len(w) <= MAX_WORD else f"{w[:MAX_WORD]}...({len(w)} characters)" for w in message.split(" ")
+    ]
+    text = " ".join(words)
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "...(shortened)"
+
+
 def openai_error_body(exc: PlatformError) -> dict[str, object]:
     """OpenAI's error object; ``param`` is the field a validation message starts with."""
     param = None
-    if exc.status == 400 and ": " in exc.message:
-        head = exc.message.removeprefix("invalid request: ").split(": ", 1)[0]
+    message = shown(exc.message)
+    if exc.status == 400 and ": " in message:
+        head = message.removeprefix("invalid request: ").split(": ", 1)[0]
         param = head if " " not in head else None
     kind = _OPENAI_TYPES.get(exc.status, "server_error")
-    return {"message": exc.message, "type": kind, "param": param, "code": exc.code}
+    return {"message": message, "type": kind, "param": param, "code": exc.code}
 
 
 def error_response(path: str, exc: PlatformError) -> JSONResponse:
@@ -66,9 +83,9 @@ def error_response(path: str, exc: PlatformError) -> JSONResponse:
     if _openai_plane(path):
         body = {"error": openai_error_body(exc)}
     elif _protocol_plane(path):
-        body = {"error": exc.message}
+        body = {"error": shown(exc.message)}
     else:
-        body = {"error": {"type": exc.code, "message": exc.message}}
+        body = {"error": {"type": exc.code, "message": shown(exc.message)}}
     headers = {}
     if isinstance(exc, Overloaded | RateLimited):
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
