@@ -21,6 +21,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
+from modelhost.errors import InvalidInput
+
 log = logging.getLogger("modelhost.db")
 
 NAMING = {
@@ -111,9 +113,10 @@ class Database:
             try:
                 yield s
                 s.commit()
-            except BaseException:
+            except BaseException as e:
                 s.rollback()
                 _run_hooks(s, "on_rollback")
+                _raise_unstorable(e)
                 raise
             _run_hooks(s, "after_commit")
 
@@ -161,3 +164,13 @@ def import_all_tables() -> None:
     from modelhost.registry import tables as _registry  # noqa: F401
     from modelhost.serving import tables as _serving  # noqa: F401
     from modelhost.training import tables as _training  # noqa: F401
+
+
+def _raise_unstorable(e: BaseException) -> None:
+    """A value from a request that the database cannot hold is the client's error (400), not ours:
+    NUL in PostgreSQL text, an integer past SQLite's 64 bits (which sqlite3 raises unwrapped)."""
+    if isinstance(e, sa.exc.DataError):
+        reason = str(e.orig).splitlines()[0] if e.orig is not None else "invalid value"
+        raise InvalidInput(f"a value in the request cannot be stored or searched for: {reason}") from e
+    if isinstance(e, OverflowError):
+        raise InvalidInput("a number in the request is too large for the database") from e
