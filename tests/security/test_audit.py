@@ -70,6 +70,10 @@ def history(server: Server, admin: httpx.Client, tmp_path_factory: pytest.TempPa
         httpx.delete(server.url + "/api/v1/datasets/iris", headers={"Authorization": f"Bearer {WRONG_KEY}"}),
     )
     deploy_tiny(server.url, admin, tmp_path_factory.mktemp("tiny"))  # import (POST) and deploy (PUT)
+    infer_only = admin.post("/api/v1/keys", json={"name": "audit-infer", "deployment": "tiny"}).json()
+    steps["infer_only"] = infer_only
+    as_infer_only = {"Authorization": f"Bearer {infer_only['key']}"}
+    step("infer-only key", 403, admin.post("/api/v1/datasets/samples/wine", headers=as_infer_only))
     step("alias", 200, admin.put("/api/v1/models/tiny/aliases/prod", json={"version": 1}))
     step("bad run", 400, admin.post("/api/v1/runs", json={"dataset": "iris", "epochs": -1}))
     step("missing run", 404, admin.post("/api/v1/runs/424242/cancel"))
@@ -90,8 +94,8 @@ def entries(admin: httpx.Client, **params: Any) -> list[dict[str, Any]]:
     return r.json()["entries"]
 
 
-def only(rows: list[dict[str, Any]], method: str, path: str) -> dict[str, Any]:
-    found = [e for e in rows if e["method"] == method and e["path"] == path]
+def only(rows: list[dict[str, Any]], method: str, path: str, actor: str | None = None) -> dict[str, Any]:
+    found = [e for e in rows if (e["method"], e["path"]) == (method, path) and actor in (None, e["actor"])]
     assert len(found) == 1, (method, path, found)
     return found[0]
 
@@ -100,8 +104,11 @@ def only(rows: list[dict[str, Any]], method: str, path: str) -> dict[str, Any]:
 def test_every_state_change_leaves_one_row(admin: httpx.Client, history: dict[str, Any]) -> None:
     rows = entries(admin)
     viewer = f"audit-viewer ({history['viewer']['prefix']})"
+    infer_only = f"audit-infer ({history['infer_only']['prefix']})"
     expected = [  # method, route template, actor, target, status, outcome
         ("POST", "/api/v1/keys", ADMIN_ACTOR, "audit-viewer", 201, "ok"),
+        ("POST", "/api/v1/keys", ADMIN_ACTOR, "audit-infer", 201, "ok"),
+        ("POST", "/api/v1/datasets/samples/wine", infer_only, None, 403, "denied"),  # refused before routing
         ("POST", "/api/v1/datasets/samples/{sample}", ADMIN_ACTOR, "iris", 201, "ok"),
         ("POST", "/api/v1/models/{name}/import", ADMIN_ACTOR, "tiny", 201, "ok"),
         ("PUT", "/api/v1/deployments/{name}", ADMIN_ACTOR, "tiny", 201, "ok"),
@@ -110,16 +117,19 @@ def test_every_state_change_leaves_one_row(admin: httpx.Client, history: dict[st
         ("POST", "/api/v1/runs/{run_id}/cancel", ADMIN_ACTOR, "424242", 404, "failed"),
         ("DELETE", "/api/v1/keys/{key_id}", ADMIN_ACTOR, str(history["viewer"]["id"]), 200, "ok"),
     ]
-    for method, path, *want in expected:
-        row = only(rows, method, path)
-        assert [row["actor"], row["target"], row["status"], row["outcome"]] == want
-        assert row["client"] == "127.0.0.1" and row["actor_key_id"] is not None
+    fields = ("method", "path", "actor", "target", "status", "outcome")
+    for want in expected:
+        found = [e for e in rows if tuple(e[f] for f in fields) == want]
+        assert len(found) == 1, (want, [e for e in rows if e["path"] == want[1]])
+        assert found[0]["client"] == "127.0.0.1" and found[0]["actor_key_id"] is not None
     deletes = [e for e in rows if e["method"] == "DELETE" and e["path"] == "/api/v1/datasets/{name}"]
     assert [(e["actor"], e["status"], e["outcome"]) for e in deletes] == [
         (ADMIN_ACTOR, 204, "ok"),  # newest first
         (viewer, 403, "denied"),
     ]
-    assert only(rows, "POST", "/api/v1/datasets/samples/{sample}")["request_id"] == "audit-sample-1"
+    assert (
+        only(rows, "POST", "/api/v1/datasets/samples/{sample}", ADMIN_ACTOR)["request_id"] == "audit-sample-1"
+    )
     assert len({e["id"] for e in rows}) == len(rows)
     times = [dt.datetime.fromisoformat(e["at"]) for e in rows]
     assert times == sorted(times, reverse=True) and all(t.tzinfo is not None for t in times)
@@ -152,9 +162,15 @@ def test_filters_select_rows_and_pages_do_not_overlap(admin: httpx.Client, histo
     assert [e["status"] for e in datasets] == [204, 403]
     assert {e["outcome"] for e in entries(admin, outcome="denied")} == {"denied"}
     viewer = f"audit-viewer ({history['viewer']['prefix']})"
-    assert [e["actor"] for e in entries(admin, outcome="denied")] == ["nobody", "anonymous", viewer]
+    infer_only = f"audit-infer ({history['infer_only']['prefix']})"
+    assert [e["actor"] for e in entries(admin, outcome="denied")] == [
+        "nobody",
+        infer_only,
+        "anonymous",
+        viewer,
+    ]
     assert [e["actor"] for e in entries(admin, actor="audit-viewer")] == [viewer]
-    assert len(entries(admin, actor="admin")) == len(entries(admin, actor=ADMIN_ACTOR)) == len(everything) - 3
+    assert len(entries(admin, actor="admin")) == len(entries(admin, actor=ADMIN_ACTOR)) == len(everything) - 4
     middle = everything[len(everything) // 2]
     since = entries(admin, since=middle["at"])
     assert since == [e for e in everything if e["at"] >= middle["at"]]

@@ -47,11 +47,11 @@ class AuthMiddleware:
         except PlatformError as e:
             await error_response(scope["path"], e)(scope, receive, send)
             return
+        scope.setdefault("state", {})["principal"] = principal  # before any refusal: the audit log names it
         if principal.deployment_id is not None and not scope["path"].startswith(DATA_PLANE):
             denied = Forbidden(f"the key {principal.name!r} may only run inference on its deployment")
             await error_response(scope["path"], denied)(scope, receive, send)
             return
-        scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
 
 
