@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 from modelhost.api.auth import Caller
 from modelhost.api.deps import Manager
 from modelhost.api.errors import openai_error_body
+from modelhost.api.ratelimit import Quota
 from modelhost.auth.authz import Principal, may_infer
 from modelhost.errors import InvalidInput, NotFound
 from modelhost.serving.inference import serving_for
@@ -33,14 +34,15 @@ def _runtime(manager: DeploymentManager, model: str, kind: type[Any], caller: Pr
     return runtime
 
 
-def _answer(runtime: LLMRuntime, job: openai.Job, stream: bool) -> Any:
+async def _answer(runtime: LLMRuntime, job: openai.Job, stream: bool, quota: Quota) -> Any:
+    await openai.admit(job, quota)  # the key's token quota, before the job is queued
     if stream:
         return StreamingResponse(
             openai.stream(runtime, job, openai_error_body),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    return openai.complete(runtime, job)
+    return await openai.complete(runtime, job)
 
 
 @router.get("/models")
@@ -55,17 +57,17 @@ def list_models(manager: Manager, caller: Caller) -> dict[str, Any]:
 
 
 @router.post("/completions")
-async def completions(body: CompletionRequest, manager: Manager, caller: Caller) -> Any:
+async def completions(body: CompletionRequest, manager: Manager, caller: Caller, quota: Quota) -> Any:
     runtime = _runtime(manager, body.model, LLMRuntime, caller)
-    answer = _answer(runtime, openai.completion_job(runtime, body), body.stream)
-    return answer if body.stream else await answer
+    return await _answer(runtime, openai.completion_job(runtime, body), body.stream, quota)
 
 
 @router.post("/chat/completions")
-async def chat_completions(body: ChatCompletionRequest, manager: Manager, caller: Caller) -> Any:
+async def chat_completions(
+    body: ChatCompletionRequest, manager: Manager, caller: Caller, quota: Quota
+) -> Any:
     runtime = _runtime(manager, body.model, LLMRuntime, caller)
-    answer = _answer(runtime, openai.chat_job(runtime, body), body.stream)
-    return answer if body.stream else await answer
+    return await _answer(runtime, openai.chat_job(runtime, body), body.stream, quota)
 
 
 @router.post("/embeddings")
