@@ -181,4 +181,4 @@ def user_projects(s: Session, user_id: int) -> dict[str, Role]:
         .where(MembershipRow.user_id == user_id)
         .order_by(ProjectRow.name)
     )
-    return dict(s.execute(q).tuples().all())  # type: ignore[arg-type]
+    return {name: role for name, role in s.execute(q)}  # type: ignore[misc]
