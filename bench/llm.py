@@ -134,7 +134,7 @@ def instrumented(runtime: LLMRuntime) -> Iterator[StepLog]:
         log.forward_s.append(log.current.get("forward", 0.0))
         log.sample_s.append(log.current.get("sample", 0.0))
         log.decode.append(len(plan.decode))
-        log.prefill.append(plan.chunk[1] - plan.chunk[0] if plan.prefill is not None else 0)
+        log.prefill.append(plan.prefill_tokens)
         return plan
 
     engine.step, engine.model = step, log.timed(model, "forward")  # type: ignore[method-assign]

@@ -159,9 +159,11 @@ class GPT2LMHeadModel(nn.Module):
         cache: KVCache | None = None,
         slots: torch.Tensor | None = None,
         last_only: bool = False,
+        lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits (B, T, vocab_size), or (B, 1, vocab_size) for each row's last token if ``last_only``."""
-        step = Step.plan(input_ids, cache, slots)
+        """Logits (B, T, vocab_size), or (B, 1, vocab_size) for each row's last token if ``last_only``;
+        ``lengths``: the real tokens of right-padded rows (see :meth:`Step.plan`)."""
+        step = Step.plan(input_ids, cache, slots, lengths)
         if step.n_keys > self.config.n_positions:
             raise ValueError(
                 f"a sequence would reach {step.n_keys} tokens; GPT-2 has {self.config.n_positions}"
@@ -172,14 +174,14 @@ class GPT2LMHeadModel(nn.Module):
             x = block(x, step)
         step.advance()
         if last_only:
-            x = x[:, -1:]
+            x = step.last(x)
         logits: torch.Tensor = self.lm_head(t.ln_f(x))
         return logits
 
 
 def kv_cache(model: GPT2LMHeadModel, n_slots: int, max_len: int) -> KVCache:
     """A cache shaped for ``model``, in its parameters' dtype and device."""
-    c, p = model.config, model.lm_head.weight
+    c, p = model.config, model.transformer.wte.weight
     return KVCache(c.n_layer, n_slots, max_len, c.n_head, c.n_embd // c.n_head, p.dtype, p.device)
 
 

@@ -194,7 +194,7 @@ class KVCache:
     @classmethod
     def for_model(cls, model: LlamaForCausalLM, n_slots: int, max_len: int) -> KVCache:
         """A cache shaped for ``model``, in its parameters' dtype and device."""
-        c, p = model.config, model.lm_head.weight
+        c, p = model.config, model.model.embed_tokens.weight
         return cls(
             c.num_hidden_layers, n_slots, max_len, c.num_key_value_heads, c.head_dim, p.dtype, p.device
         )
@@ -219,10 +219,22 @@ class Step:
     positions: torch.Tensor  # (B, T) absolute position of each input token
     n_keys: int  # keys attended to: positions 0 .. n_keys-1
     mask: torch.Tensor | None  # (B, 1, T, n_keys) True where attending is allowed; None: plain causal
+    lengths: torch.Tensor | None = None  # (B,) real tokens of each right-padded row; None: all T
 
     @classmethod
-    def plan(cls, input_ids: torch.Tensor, cache: KVCache | None, slots: torch.Tensor | None) -> Step:
-        """Raises ValueError if a row would run past the cache's ``max_len``."""
+    def plan(
+        cls,
+        input_ids: torch.Tensor,
+        cache: KVCache | None,
+        slots: torch.Tensor | None,
+        lengths: torch.Tensor | None = None,
+    ) -> Step:
+        """Raises ValueError if a row would run past the cache's ``max_len``.
+
+        ``lengths``: rows of different lengths prefilled together, right-padded to T. A padded
+        position's keys land in the cache past the row's length, where causality hides them
+        from the row's real tokens and the row's next tokens overwrite them; only the real
+        tokens count as stored."""
         B, T = input_ids.shape
         device = input_ids.device
         offsets = torch.zeros(B, dtype=torch.int64, device=device)
@@ -236,7 +248,7 @@ class Step:
                 raise ValueError(f"a sequence would reach {n_keys} tokens; the cache holds {cache.max_len}")
             keys = torch.arange(n_keys, device=device)
             mask = (keys[None, None, :] <= positions[:, :, None]).unsqueeze(1)  # (B, 1, T, n_keys)
-        return cls(cache, slots, positions, n_keys, mask)
+        return cls(cache, slots, positions, n_keys, mask, lengths)
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Attention of this step's queries (B, nh, T, hd) over the past and these keys and values
@@ -264,7 +276,13 @@ class Step:
         if self.cache is not None:
             B, T = self.positions.shape
             rows = self.slots if self.slots is not None else torch.arange(B, device=self.positions.device)
-            self.cache.lengths[rows] += T
+            self.cache.lengths[rows] += T if self.lengths is None else self.lengths
+
+    def last(self, x: torch.Tensor) -> torch.Tensor:
+        """Each row's hidden state at its last real token: (B, 1, C) of ``x`` (B, T, C)."""
+        if self.lengths is None:
+            return x[:, -1:]
+        return x[torch.arange(x.size(0), device=x.device), self.lengths - 1].unsqueeze(1)
 
 
 class RMSNorm(nn.Module):
@@ -372,20 +390,22 @@ class LlamaForCausalLM(nn.Module):
         cache: KVCache | None = None,
         slots: torch.Tensor | None = None,
         last_only: bool = False,
+        lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits (B, T, vocab_size), or (B, 1, vocab_size) for each row's last token if ``last_only``.
 
-        ``slots`` (B,) int64 names the cache slot of each row (default: rows 0..B-1 use slots 0..B-1).
+        ``slots`` (B,) int64 names the cache slot of each row (default: rows 0..B-1 use slots 0..B-1);
+        ``lengths`` (B,) the real tokens of right-padded rows (see :meth:`Step.plan`).
         Raises ValueError if a row would run past the cache's ``max_len``.
         """
-        step = Step.plan(input_ids, cache, slots)
+        step = Step.plan(input_ids, cache, slots, lengths)
         rope = self._rope(step.positions)
         x = self.model.embed_tokens(input_ids)  # (B, T, hidden_size)
         for layer in self.model.layers:
             x = layer(x, step, rope)
         step.advance()
         if last_only:
-            x = x[:, -1:]
+            x = step.last(x)
         logits: torch.Tensor = self.lm_head(self.model.norm(x))
         return logits
 
@@ -395,7 +415,7 @@ class LlamaForCausalLM(nn.Module):
             self.inv_freq = self.inv_freq.to(positions.device)
         freqs = positions[:, :, None].float() * self.inv_freq  # (B, T, hd/2)
         emb = torch.cat((freqs, freqs), dim=-1).unsqueeze(1)  # (B, 1, T, hd)
-        dtype = self.lm_head.weight.dtype
+        dtype = self.model.embed_tokens.weight.dtype
         return (emb.cos() * self.attention_factor).to(dtype), (emb.sin() * self.attention_factor).to(dtype)
 
 
@@ -410,7 +430,10 @@ def share_tied_names(model: nn.Module, embed_key: str, head_key: str) -> None:
 
 
 def _tied(module: nn.Module, embed_key: str, head_key: str) -> bool:
-    return module.get_parameter(head_key) is module.get_parameter(embed_key)
+    try:
+        return module.get_parameter(head_key) is module.get_parameter(embed_key)
+    except AttributeError:  # the head was replaced (an int8 copy of it): nothing shared
+        return False
 
 
 def _drop_tied_head(

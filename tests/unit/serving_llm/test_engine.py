@@ -89,6 +89,37 @@ def test_batched_joining_and_chunked_sequences_equal_each_alone(model, tokenizer
         assert "".join(o.text for o in got[k]) == tokenizer.decode(tokens)
 
 
+def test_a_burst_of_prompts_is_prefilled_together_and_each_equals_alone(model, tokenizer) -> None:
+    e = engine(model, tokenizer, prefill_chunk=64)
+    texts = ("Hi", "A prompt of middling length", "Another one, rather longer than that", "x")
+    prompts = [tokenizer.encode(t).ids for t in texts]
+    got, sink_for = collect()
+    for k, p in enumerate(prompts):
+        e.submit(p, GREEDY, sink_for(k))
+    plan = e.step()
+    fits = max(k for k in range(1, 5) if k * max(map(len, prompts[:k])) <= 64)
+    assert len(plan.prefill) == fits >= 2  # as many right-padded prompts as fit in one chunk
+    assert plan.prefill_tokens == sum(map(len, prompts[: len(plan.prefill)]))
+    assert sorted(got) == list(range(len(plan.prefill)))  # each has its first token already
+    run(e)
+    for k, prompt in enumerate(prompts):
+        assert [o.token_id for o in got[k]] == greedy_alone(model, prompt, 12), k
+
+
+@torch.inference_mode()
+def test_right_padded_rows_prefill_as_each_alone_and_keep_only_their_tokens(model) -> None:
+    rows = [[5, 6, 7, 8, 9], [11, 12], [13, 14, 15]]
+    cache = KVCache.for_model(model, 3, 32)
+    padded = torch.tensor([r + [0] * (5 - len(r)) for r in rows])
+    lengths = torch.tensor([len(r) for r in rows])
+    last = model(padded, cache=cache, last_only=True, lengths=lengths)
+    assert cache.lengths.tolist() == [5, 2, 3]
+    nxt = model(torch.tensor([[1], [2], [3]]), cache=cache, last_only=True)
+    for i, r in enumerate(rows):
+        assert torch.allclose(last[i, 0], model(torch.tensor([r]))[0, -1], atol=1e-5)
+        assert torch.allclose(nxt[i, 0], model(torch.tensor([[*r, i + 1]]))[0, -1], atol=1e-5)
+
+
 def test_a_finished_or_aborted_sequence_frees_its_slot_at_once(model, tokenizer) -> None:
     e = engine(model, tokenizer, max_seqs=1)
     got, sink_for = collect()

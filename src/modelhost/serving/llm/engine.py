@@ -1,6 +1,7 @@
 """The generation engine: one thread owns the model and its KV cache and runs steps the
 scheduler plans — a decode forward for every running sequence (one token each) and at most
-one prefill chunk — and hands each sequence's new text to its request as it is made.
+one prefill forward (chunks of one or several prompts) — and hands each sequence's new text
+to its request as it is made.
 
 ``generate()`` is the asyncio face: an async iterator of :class:`Output` per request; when
 the consumer stops (client gone), the sequence is aborted and its slot freed at the next
@@ -21,7 +22,7 @@ from typing import Any, Protocol
 import torch
 
 from modelhost.serving.llm.sampling import Sampled, SamplingParams, SequenceState, sample
-from modelhost.serving.llm.scheduler import FinishReason, Plan, Scheduler
+from modelhost.serving.llm.scheduler import Chunk, FinishReason, Plan, Scheduler
 from modelhost.serving.llm.scheduler import Sequence as Seq
 from modelhost.serving.llm.text import Decoder, IncrementalDetokenizer, StopStrings
 
@@ -44,6 +45,7 @@ class CausalLM(Protocol):
         cache: Any = None,
         slots: torch.Tensor | None = None,
         last_only: bool = False,
+        lengths: torch.Tensor | None = None,
     ) -> torch.Tensor: ...
 
 
@@ -198,15 +200,15 @@ class Engine:
 
     @torch.inference_mode()
     def step(self) -> Plan:
-        """One iteration: plan, feed a prefill chunk, decode a token for every running row."""
+        """One iteration: plan, feed the prefill chunks, decode a token for every running row."""
         with self._lock:
             plan = self.scheduler.schedule()
             for seq in plan.released:
                 self._live.pop(seq.id, None)
         if plan.admitted:
             self.cache.reset([s.slot for s in plan.admitted])
-        if plan.prefill is not None:
-            self._prefill(plan.prefill, *plan.chunk)
+        if plan.prefill:
+            self._prefill(plan.prefill)
         if plan.decode:
             self._decode(plan.decode)
         if self.observer is not None:
@@ -215,13 +217,21 @@ class Engine:
             self.observer.step(len(s.running), len(s.waiting), used)
         return plan
 
-    def _prefill(self, seq: Seq, start: int, end: int) -> None:
-        ids = torch.tensor([seq.prompt_ids[start:end]], dtype=torch.long)
-        slots = torch.tensor([seq.slot], dtype=torch.long)
-        logits = self.model(ids, cache=self.cache, slots=slots, last_only=True)
-        seq.fed = end
-        if not seq.prefilling:  # the prompt is in: its last logits give the first token
-            self._advance([seq], sample(logits[:, -1], [seq.sampling]))
+    def _prefill(self, chunks: list[Chunk]) -> None:
+        rows = [c.tokens for c in chunks]
+        width = max(map(len, rows))
+        ids = torch.tensor([r + [0] * (width - len(r)) for r in rows], dtype=torch.long)  # right-padded
+        slots = torch.tensor([c.seq.slot for c in chunks], dtype=torch.long)
+        lengths = None if all(len(r) == width for r in rows) else torch.tensor(list(map(len, rows)))
+        logits = self.model(ids, cache=self.cache, slots=slots, last_only=True, lengths=lengths)
+        done = []
+        for i, c in enumerate(chunks):
+            c.seq.fed = c.end
+            if not c.seq.prefilling:  # the prompt is in: its last logits give the first token
+                done.append(i)
+        if done:
+            seqs = [chunks[i].seq for i in done]
+            self._advance(seqs, sample(logits[done, -1], [s.sampling for s in seqs]))
 
     def _decode(self, seqs: list[Seq]) -> None:
         ids = torch.tensor([[s.output_ids[-1]] for s in seqs], dtype=torch.long)

@@ -85,10 +85,17 @@ class CachelessLM(nn.Module):
         return self.gpt.load_state_dict(state_dict, strict=strict, assign=assign)  # the version's own names
 
     def forward(
-        self, input_ids: torch.Tensor, cache: TokenHistory, slots: torch.Tensor, last_only: bool = True
+        self,
+        input_ids: torch.Tensor,
+        cache: TokenHistory,
+        slots: torch.Tensor,
+        last_only: bool = True,
+        lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
         rows = []
-        for row, slot in zip(input_ids.tolist(), slots.tolist(), strict=True):
+        real = lengths.tolist() if lengths is not None else [input_ids.size(1)] * input_ids.size(0)
+        for row, slot, n in zip(input_ids.tolist(), slots.tolist(), real, strict=True):
+            row = row[:n]
             cache.ids[slot].extend(row)
             context = torch.tensor([cache.ids[slot][-self.gpt.config.block_size :]])
             logits, _ = self.gpt(context)

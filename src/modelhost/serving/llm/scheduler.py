@@ -1,9 +1,11 @@
 """Which sequences run at the next step: continuous (iteration-level) batching, pure Python.
 
 Every step decodes one token for each running sequence whose prompt is in the cache, and
-feeds at most one chunk of one prompt — so a long prompt never stalls the others for more
-than one chunk. A new sequence joins at the next step if a cache slot is free; a finished
-or abandoned one leaves at once and frees its slot. Waiting room is bounded: beyond it,
+feeds prompt chunks of at most ``prefill_chunk`` tokens in all — one long prompt's chunk, or
+several short prompts together (a burst of requests gets its first tokens in a few steps,
+not one step each) — so prompts never stall the others for more than one chunk. A new
+sequence joins at the next step if a cache slot is free; a finished or abandoned one leaves at
+once and frees its slot. Waiting room is bounded: beyond it,
 ``add`` raises Overloaded (503 with Retry-After), never unbounded memory.
 """
 
@@ -42,12 +44,22 @@ class Sequence:
         return len(self.prompt_ids) + len(self.output_ids)
 
 
+@dataclass(frozen=True)
+class Chunk:
+    seq: Sequence
+    start: int
+    end: int
+    """Prompt positions [start, end) fed this step."""
+
+    @property
+    def tokens(self) -> list[int]:
+        return self.seq.prompt_ids[self.start : self.end]
+
+
 @dataclass
 class Plan:
-    prefill: Sequence | None = None
-    """The sequence whose prompt gets its next chunk this step ..."""
-    chunk: tuple[int, int] = (0, 0)
-    """... the prompt positions [start, end) of that chunk."""
+    prefill: list[Chunk] = field(default_factory=list)
+    """Prompt chunks fed together this step (one forward, right-padded to the longest)."""
     decode: list[Sequence] = field(default_factory=list)
     admitted: list[Sequence] = field(default_factory=list)
     """Sequences that got a slot this step (their slot's cache must be reset)."""
@@ -55,7 +67,11 @@ class Plan:
 
     @property
     def empty(self) -> bool:
-        return self.prefill is None and not self.decode
+        return not self.prefill and not self.decode
+
+    @property
+    def prefill_tokens(self) -> int:
+        return sum(c.end - c.start for c in self.prefill)
 
 
 class Scheduler:
@@ -113,8 +129,25 @@ class Scheduler:
             self.running.append(seq)
             plan.admitted.append(seq)
         plan.decode = [s for s in self.running if not s.prefilling]
-        plan.prefill = next((s for s in self.running if s.prefilling), None)
-        if plan.prefill is not None:
-            start = plan.prefill.fed
-            plan.chunk = (start, min(start + self.prefill_chunk, len(plan.prefill.prompt_ids)))
+        plan.prefill = self._chunks([s for s in self.running if s.prefilling])
         return plan
+
+    def _chunks(self, prefilling: list[Sequence]) -> list[Chunk]:
+        """The oldest prompt's next chunk, then whole further prompts while the padded batch
+        (rows x longest chunk) stays within ``prefill_chunk`` tokens and every row's padding
+        stays inside the cache."""
+        if not prefilling:
+            return []
+        first = prefilling[0]
+        chunks = [Chunk(first, first.fed, min(first.fed + self.prefill_chunk, len(first.prompt_ids)))]
+        width = chunks[0].end - chunks[0].start
+        for seq in prefilling[1:]:
+            n = len(seq.prompt_ids) - seq.fed
+            w = max(width, n)
+            if w * (len(chunks) + 1) > self.prefill_chunk:
+                break
+            if any(c.start + w > self.max_len for c in chunks) or seq.fed + w > self.max_len:
+                break
+            chunks.append(Chunk(seq, seq.fed, seq.fed + n))
+            width = w
+        return chunks
