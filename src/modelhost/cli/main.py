@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -46,11 +47,13 @@ def up(
     host: Annotated[str | None, typer.Option(help="Bind address [default 127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option(help="Port [default 8000].")] = None,
     demo: Annotated[bool, typer.Option(help="On first start, train and deploy the digits demo.")] = False,
+    ssl_keyfile: Annotated[Path | None, typer.Option(help="PEM private key: serve HTTPS directly.")] = None,
+    ssl_certfile: Annotated[Path | None, typer.Option(help="PEM certificate (chain) of that key.")] = None,
 ) -> None:
     """Start modelhost (API, workers, serving) on the embedded default: SQLite + local files."""
-    from modelhost.cli.up import serve
+    from modelhost.cli.up import serve, tls_files
 
-    serve(load_settings(host=host, port=port), demo=demo)
+    serve(load_settings(host=host, port=port), demo=demo, tls=tls_files(ssl_keyfile, ssl_certfile))
 
 
 @app.command()
