@@ -1,7 +1,10 @@
-"""Deny by default: every request but the health probes must carry a live API key.
+"""Deny by default: every request but the health probes and signing in must carry a live API key.
 
 A pure ASGI middleware, so a route added anywhere (routers, docs, mounted sub-apps) is
-covered without remembering to add a dependency.
+covered without remembering to add a dependency. A deployment-scoped key gets no further
+than the data plane (``/v1/``, ``/v2/``), whose handlers check which deployment it names.
+What a key may do with each resource is decided in the services (``auth/authz.py``); the
+role dependencies here are a cheap first gate.
 """
 
 from __future__ import annotations
