@@ -164,3 +164,21 @@ def test_the_total_is_counted_in_the_database_and_enforced(
     while tokens_used(http, "admin") == before:
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_a_stream_cut_short_is_charged_and_a_refused_prompt_is_not(
+    server: Server, http: httpx.Client, smol: str
+) -> None:
+    key = make_key(http, "cut", tokens_per_min=100_000)
+    with sdk(server, key) as client:
+        with pytest.raises(openai.BadRequestError, match="this deployment's context is"):  # refused
+            client.completions.create(model=smol, prompt=[1] * 10_000, max_tokens=1)  # once admitted
+        stream = client.completions.create(model=smol, prompt="Count: 1, 2, 3,", max_tokens=200, stream=True)
+        for _ in zip(range(3), stream, strict=False):
+            pass
+        stream.close()  # the client goes away after three chunks
+    deadline = time.monotonic() + 20
+    while (used := tokens_used(http, "cut")) == 0:
+        assert time.monotonic() < deadline, "the cut stream was never charged"
+        time.sleep(0.05)
+    assert 8 < used < 200  # its prompt (about 8) and what it made before the cut; not the 10,000
