@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from modelhost.nn.llama import KVCache, LlamaConfig, LlamaForCausalLM
-from modelhost.serving.llm.quantize import Int8Linear, apply_precision
+from modelhost.serving.llm.quantize import Bf16Linear, Int8Linear, apply_precision
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_logits_stay_close_to_fp32_and_the_cache_works(model, precision, toleran
     apply_precision(m, precision, layers=m.model.layers)
     if precision == "int8":
         assert any(isinstance(x, Int8Linear) for x in m.modules())
-        assert isinstance(m.lm_head, Int8Linear)  # the tied head gets its own int8 copy ...
+        assert isinstance(m.lm_head, Bf16Linear)  # the tied head gets its own bf16 copy ...
         assert m.model.embed_tokens.weight.dtype == torch.float32  # ... and the lookup keeps its table
     else:
         assert m.lm_head.weight.dtype == torch.bfloat16

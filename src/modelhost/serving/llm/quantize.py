@@ -1,7 +1,9 @@
 """Weights for an LLM deployment's precision: fp32 as trained, bf16 (this CPU has AVX-512
-BF16), or int8 weight-only — each output channel of each decoder Linear and of the output head
-scaled into int8, multiplied by torch's int8-weight kernel. Embeddings and norms stay as they
-are; a head tied to the embedding gets its own int8 copy (the lookup keeps the float table).
+BF16), or int8 weight-only — each output channel of each decoder Linear scaled into int8,
+multiplied by torch's int8-weight kernel. Embeddings and norms stay as they are; the output
+head gets a bf16 copy (a head tied to the embedding too: the lookup keeps the float table).
+An int8 head halves its bytes again, but on SmolLM2 it cut greedy agreement with fp32 on one
+of four prompts from 64 tokens to 15, where the bf16 head changed nothing.
 
 The int8 kernel takes bf16 activations: with float32 ones it falls off its fast path (on this
 2-core machine SmolLM2's decoder matmuls take 44 ms with float32 inputs, 4 ms with bf16), so an
@@ -12,6 +14,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 Precision = Literal["fp32", "bf16", "int8"]
@@ -42,16 +45,33 @@ class Int8Linear(nn.Module):
         return y.reshape(*x.shape[:-1], self.out_features)
 
 
+class Bf16Linear(nn.Module):
+    """``x @ W.T + b`` with W kept in bf16, computed in bf16, answered in ``x``'s dtype."""
+
+    weight_bf16: torch.Tensor
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.register_buffer("weight_bf16", linear.weight.detach().to(torch.bfloat16).clone())
+        self.bias = (
+            None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), requires_grad=False)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.linear(x.to(torch.bfloat16), self.weight_bf16).to(x.dtype)
+        return y if self.bias is None else y + self.bias
+
+
 def apply_precision(model: nn.Module, precision: Precision, layers: nn.Module | None = None) -> nn.Module:
     """``model`` in ``precision`` (in place). ``layers``: the part whose Linears int8 replaces
-    (default: all of them); a Linear named ``lm_head`` on ``model`` is replaced too."""
+    (default: all of them); a Linear named ``lm_head`` on ``model`` gets a bf16 copy."""
     if precision == "bf16":
         return model.to(torch.bfloat16)
     if precision == "int8":
         _replace_linears(layers if layers is not None else model)
         head = getattr(model, "lm_head", None)
         if isinstance(head, nn.Linear):
-            model.lm_head = Int8Linear(head)
+            model.lm_head = Bf16Linear(head)
     return model
 
 
