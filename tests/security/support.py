@@ -7,6 +7,7 @@ so the suite needs no conftest of its own.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pickle
@@ -19,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import fresh_postgres_db
 from tests.servers import ADMIN_KEY, Server, start_server
 
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -100,6 +102,21 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
 def admin(target: Target) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=target.url, headers=AUTH, timeout=60) as c:
         yield c
+
+
+@contextlib.contextmanager
+def server_on(database: str, home: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
+    """A server whose metadata lives in ``database``: "sqlite" (in the home) or "postgresql"
+    (a fresh database on the test server, dropped afterwards)."""
+    with contextlib.ExitStack() as stack:
+        env = {}
+        if database == "postgresql":
+            env["MODELHOST_DATABASE_URL"] = stack.enter_context(
+                fresh_postgres_db(request.getfixturevalue("postgres_admin"))
+            )
+        srv = start_server(home, **env)
+        stack.callback(srv.stop)
+        yield srv
 
 
 def assert_healthy(url: str) -> None:

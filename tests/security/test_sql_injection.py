@@ -17,11 +17,9 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from sqlalchemy.engine import Engine
 
-from tests.conftest import fresh_postgres_db
-from tests.security.support import AUTH, CSV, tiny_onnx
-from tests.servers import Server, start_server
+from tests.security.support import AUTH, CSV, server_on, tiny_onnx
+from tests.servers import Server
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -59,17 +57,8 @@ DB_ERRORS = re.compile(r"sqlite3?\.|psycopg|OperationalError|ProgrammingError|sy
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    home = tmp_path_factory.mktemp(f"sql-{request.param}") / "home"
-    if request.param == "sqlite":
-        srv = start_server(home)
+    with server_on(request.param, tmp_path_factory.mktemp(f"sql-{request.param}") / "home", request) as srv:
         yield srv
-        srv.stop()
-        return
-    admin_engine: Engine = request.getfixturevalue("postgres_admin")
-    with fresh_postgres_db(admin_engine) as url:
-        srv = start_server(home, MODELHOST_DATABASE_URL=url)
-        yield srv
-        srv.stop()
 
 
 @pytest.fixture(scope="module")
