@@ -6,10 +6,12 @@ Every setting is ``MODELHOST_<NAME>``; defaults give the embedded single-machine
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -49,10 +51,12 @@ class Settings(BaseSettings):
     """How often a worker renews its claim (at most half the lease)."""
     run_max_attempts: int = Field(3, ge=1)
     """Attempts a run gets before a lost worker fails it."""
-    allowed_hosts: list[str] | None = None
-    """Host names requests may name (DNS rebinding guard); default the loopback names and ``host``."""
-    allowed_origins: list[str] = []
-    """Browser origins besides the server's own that may make state-changing requests."""
+    allowed_hosts: Annotated[list[str] | None, NoDecode] = None
+    """Host names requests may name (DNS rebinding guard), comma-separated or a JSON list;
+    default the loopback names and ``host``."""
+    allowed_origins: Annotated[list[str], NoDecode] = []
+    """Browser origins besides the server's own that may make state-changing requests (comma-separated
+    or a JSON list)."""
     encryption_key: SecretStr | None = None
     """Key for artifacts at rest (AES-GCM); unset: artifacts are stored in the clear."""
     encryption_key_file: Path | None = None
@@ -60,6 +64,16 @@ class Settings(BaseSettings):
     the first encrypts, the others only decrypt (keys before a rotation). Mode 0600."""
     encryption_old_keys: SecretStr | None = None
     """Comma-separated keys that only decrypt: artifacts written before a key rotation."""
+
+    @field_validator("allowed_hosts", "allowed_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, v: object, info: ValidationInfo) -> object:
+        if isinstance(v, str):
+            v = v.strip()
+            if not v:  # set but empty: the default
+                return None if info.field_name == "allowed_hosts" else []
+            return json.loads(v) if v.startswith("[") else [p.strip() for p in v.split(",") if p.strip()]
+        return v
 
     @field_validator("home")
     @classmethod

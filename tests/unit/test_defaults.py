@@ -60,3 +60,15 @@ def test_numbers_too_big_for_float32_are_refused() -> None:
     for may_hold_bools in (True, False):
         with pytest.raises(InvalidInput, match="NaN or infinity"):
             instances_to_array([[1e39, 1.0]], sig, 10, may_hold_bools=may_hold_bools)
+
+
+@pytest.mark.parametrize(
+    ("value", "hosts"),
+    [("a.example, b.example", ["a.example", "b.example"]), ('["x.example"]', ["x.example"]), ("", None)],
+)
+def test_allowed_hosts_read_comma_separated_or_json(monkeypatch, value, hosts) -> None:
+    monkeypatch.setenv("MODELHOST_ALLOWED_HOSTS", value)
+    monkeypatch.setenv("MODELHOST_ALLOWED_ORIGINS", "https://ui.example, http://localhost:3000")
+    s = Settings()
+    assert s.allowed_hosts == hosts  # empty: the default (loopback names and the bound address)
+    assert s.allowed_origins == ["https://ui.example", "http://localhost:3000"]
