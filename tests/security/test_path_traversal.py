@@ -99,9 +99,27 @@ def test_names_in_bodies_and_forms_are_refused_for_writes(target: Target, admin:
         refused(admin.post("/api/v1/runs", json=spec), ("run register_as", name))
         r = admin.post(f"/api/v1/models/{path_segment(name)}/import", files={"file": ("m.onnx", onnx_model)})
         refused(r, ("import", name))
+        tenancy_names_are_refused(admin, name)
     assert admin.get("/api/v1/datasets").json() == []
     assert admin.get("/api/v1/models").json() == []
+    assert [p["name"] for p in admin.get("/api/v1/projects").json()] == ["default"]
+    assert admin.get("/api/v1/users").json() == []
     assert target.artifact_files() == set()
+
+
+def tenancy_names_are_refused(admin: httpx.Client, name: str) -> None:
+    """Projects, users, keys' scopes, sign-in names, and the ``?project=`` of every create."""
+    refused(admin.post("/api/v1/projects", json={"name": name}), ("project", name))
+    refused(admin.post("/api/v1/users", json={"name": name, "password": "p" * 16}), ("user", name))
+    for scope in ({"project": name}, {"deployment": name}):
+        refused(admin.post("/api/v1/keys", json={"name": "k", **scope}), ("key scope", name))
+    r = admin.post("/api/v1/login", json={"username": name, "password": "p" * 16})
+    assert r.status_code in (400, 401, 429), (name, r.text)
+    into = {"project": name}
+    r = admin.post("/api/v1/datasets", params=into, data={"name": "ok"}, files={"file": ("t.csv", CSV)})
+    refused(r, ("dataset into project", name))
+    refused(admin.post("/api/v1/datasets/samples/iris", params=into), ("sample into project", name))
+    refused(admin.post("/api/v1/deployments", params=into, json={"name": "ok", "model": "m"}), name)
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +143,7 @@ ROUTES = [  # (method, path with {n} for the name, JSON body)
     ("DELETE", "/api/v1/datasets/{n}", None),
     ("POST", "/api/v1/datasets/samples/{n}", None),
     ("GET", "/api/v1/models/{n}", None),
+    ("DELETE", "/api/v1/models/{n}", None),
     ("GET", "/api/v1/models/{n}/versions", None),
     ("GET", "/api/v1/models/{n}/versions/1", None),
     ("GET", "/api/v1/models/{n}/aliases", None),
@@ -143,6 +162,12 @@ ROUTES = [  # (method, path with {n} for the name, JSON body)
     ("POST", "/api/v1/runs/{n}/cancel", None),
     ("GET", "/api/v1/sweeps/{n}", None),
     ("DELETE", "/api/v1/keys/{n}", None),
+    ("GET", "/api/v1/projects/{n}", None),
+    ("DELETE", "/api/v1/projects/{n}", None),
+    ("GET", "/api/v1/projects/{n}/members", None),
+    ("PUT", "/api/v1/projects/default/members/{n}", {"role": "viewer"}),
+    ("DELETE", "/api/v1/projects/default/members/{n}", None),
+    ("POST", "/api/v1/users/{n}/disable", None),
     ("POST", "/v1/models/{n}:predict", {"instances": [[1.0, 2.0]]}),
     ("GET", "/v2/models/{n}", None),
     ("GET", "/v2/models/{n}/ready", None),
@@ -170,6 +195,7 @@ def test_names_in_paths_are_refused_for_reads_writes_and_deletes(target: Target,
     assert [d["name"] for d in admin.get("/api/v1/datasets").json()] == ["table"]
     assert admin.get("/api/v1/models/m/aliases").json() == {"prod": 1}
     assert admin.get("/api/v1/deployments/d").status_code == 200
+    assert [p["name"] for p in admin.get("/api/v1/projects").json()] == ["default"]
 
 
 @pytest.mark.usefixtures("resources")
