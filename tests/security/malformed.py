@@ -113,6 +113,17 @@ def gguf_attacks() -> list[tuple[str, bytes]]:
     ]
 
 
+def gguf_nested_arrays(depth: int) -> bytes:
+    """A key whose value is an array of an array of ... ``depth`` deep (the reader recurses)."""
+    raw = gguf_string("k") + struct.pack("<I", ARRAY)
+    raw += struct.pack("<IQ", ARRAY, 1) * depth + struct.pack("<IQI", U32, 1, 7)
+    return gguf(raw_kv=raw)
+
+
+def deep_json(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
 def _gguf_bad_tensor_name() -> bytes:
     body = b"GGUF" + struct.pack("<IQQ", 3, 1, 0) + gguf_string("x", claimed=BIG)
     return body
@@ -164,14 +175,42 @@ LLAMA_CONFIG = {
 }
 
 
-def hf_folder(weights: bytes, config: dict[str, object] | None = None) -> bytes:
-    """A Hugging Face folder as a zip: config.json, model.safetensors, tokenizer.json."""
+def zipped(files: dict[str, str | bytes]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
-        z.writestr("config.json", json.dumps(config or LLAMA_CONFIG))
-        z.writestr("model.safetensors", weights)
-        z.writestr("tokenizer.json", "{}")
+        for name, data in files.items():
+            z.writestr(name, data)
     return buf.getvalue()
+
+
+def hf_folder(weights: bytes, config: dict[str, object] | None = None) -> bytes:
+    """A Hugging Face folder as a zip: config.json, model.safetensors, tokenizer.json."""
+    return zipped(
+        {
+            "config.json": json.dumps(config or LLAMA_CONFIG),
+            "model.safetensors": weights,
+            "tokenizer.json": "{}",
+        }
+    )
+
+
+def tiny_llama_files() -> dict[str, str | bytes]:
+    """A Hugging Face folder that imports: LLAMA_CONFIG, zero weights of its shapes, a 16-token
+    word-level tokenizer. Attacks swap one file of it, so the parser they aim at is reached."""
+    from safetensors.numpy import save
+    from tokenizers import Tokenizer, models
+
+    from modelhost.nn.llama import LlamaConfig, expected_shapes
+
+    shapes = expected_shapes(LlamaConfig.from_hf(LLAMA_CONFIG))
+    weights = save({name: np.zeros(shape, np.float32) for name, shape in shapes.items()})
+    vocab = {chr(ord("a") + i): i for i in range(16)}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="a")).to_str()
+    return {
+        "config.json": json.dumps(LLAMA_CONFIG),
+        "model.safetensors": weights,
+        "tokenizer.json": tokenizer,
+    }
 
 
 # --- ONNX

@@ -18,7 +18,16 @@ from onnx import TensorProto, helper
 
 from modelhost.errors import InvalidInput
 from modelhost.registry.manifest import Manifest, Signature, TensorSpec
-from tests.security.malformed import gguf_attacks, hf_folder, onnx_attacks, safetensors_attacks
+from tests.security.malformed import (
+    deep_json,
+    gguf_attacks,
+    gguf_nested_arrays,
+    hf_folder,
+    onnx_attacks,
+    safetensors_attacks,
+    tiny_llama_files,
+    zipped,
+)
 from tests.security.support import Target, admin, assert_healthy, target
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -70,6 +79,32 @@ def test_malformed_onnx_is_refused(target: Target, admin: httpx.Client, label: s
         if d.status_code == 201:
             p = admin.post(f"/v1/models/{name}:predict", json={"instances": [[1.0, 2.0]]})
             assert p.status_code == 400, (label, p.text)
+    assert_healthy(target.url)
+
+
+def test_deeply_nested_files_are_refused(target: Target, admin: httpx.Client) -> None:
+    """Parsers that recurse (json, gguf's arrays of arrays, Jinja) meet files nested 100,000 deep:
+    a 400 naming the file, not a RecursionError's 500."""
+    deep = deep_json(100_000)
+    r = import_refused(admin, "deep", "deep.gguf", gguf_nested_arrays(20_000), "nested GGUF arrays")
+    assert "deep.gguf" in r.json()["error"]["message"]
+    honest = tiny_llama_files()
+    r = admin.post("/api/v1/models/honest/import", files={"file": ("ok.zip", zipped(honest))})
+    assert r.status_code == 201, r.text  # the folder the attacks start from does import
+    for path in ("config.json", "tokenizer_config.json", "generation_config.json"):
+        r = import_refused(admin, "deep", "deep.zip", zipped({**honest, path: deep}), path)
+        assert path in r.json()["error"]["message"] and "nested too deeply" in r.json()["error"]["message"]
+    template = "{{ " + "(" * 50_000 + "1" + ")" * 50_000 + " }}"
+    r = import_refused(
+        admin, "deep", "deep.zip", zipped({**honest, "chat_template.jinja": template}), "jinja"
+    )
+    assert "nested too deeply" in r.json()["error"]["message"], r.text
+    r = admin.post(
+        "/api/v1/datasets",
+        data={"name": "deep"},
+        files={"file": ("d.jsonl", f'{{"a": 1}}\n{{"a": {deep}}}\n')},
+    )
+    assert r.status_code == 400 and "line 2" in r.json()["error"]["message"], r.text
     assert_healthy(target.url)
 
 

@@ -183,6 +183,8 @@ def parse_jsonl(data: bytes, filename: str = "data.jsonl") -> Table:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise InvalidInput(f"{filename!r} line {line_no}: not JSON ({e.msg} at column {e.colno})") from e
+        except RecursionError as e:  # json's decoder recurses: "[[[[..." a hundred thousand deep
+            raise InvalidInput(f"{filename!r} line {line_no}: JSON nested too deeply") from e
         if not isinstance(obj, dict):
             raise InvalidInput(f"{filename!r} line {line_no}: a {type(obj).__name__}, not a JSON object")
         if columns is None:

@@ -34,7 +34,8 @@ from modelhost.registry.service import ModelVersion
 
 ARCHITECTURES = ("llama", "qwen2")  # llama.cpp's names; Mistral GGUFs say "llama"
 _MAGIC = b"GGUF"
-_READ_ERRORS = (ValueError, IndexError, KeyError, TypeError, OverflowError, EOFError)
+_READ_ERRORS = (ValueError, IndexError, KeyError, TypeError, OverflowError, EOFError, RecursionError)
+"""What gguf's reader raises on a damaged file (RecursionError: arrays of arrays nested deep)."""
 
 _NAMES = {  # GGUF tensor name -> Hugging Face's; {} is the layer number
     "token_embd.weight": "model.embed_tokens.weight",

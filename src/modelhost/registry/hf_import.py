@@ -128,6 +128,8 @@ class HFFolder:
             return json.loads(self.files[path])
         except ValueError as e:
             raise InvalidInput(f"{path} is not valid JSON: {e}") from e
+        except RecursionError as e:  # json's decoder recurses: "[[[[..." a hundred thousand deep
+            raise InvalidInput(f"{path}: JSON nested too deeply") from e
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """Every tensor of every top-level ``*.safetensors`` file (shards merged)."""
@@ -197,7 +199,11 @@ def import_hf(s: Session, store: ArtifactStore, name: str, data: bytes, filename
     Raises UnsafeContent for a pickle anywhere in it, InvalidInput naming the file or config key
     for anything else it cannot import exactly.
     """
-    return register_imported(s, store, name, read_hf_folder(folder_from_archive(data, filename)))
+    try:
+        imported = read_hf_folder(folder_from_archive(data, filename))
+    except RecursionError as e:  # any other parser of the folder's files (templates, modules.json)
+        raise InvalidInput(f"{filename!r}: a file in the folder is nested too deeply to read") from e
+    return register_imported(s, store, name, imported)
 
 
 def read_hf_folder(folder: HFFolder) -> ImportedModel:
