@@ -248,3 +248,21 @@ def test_deleting_a_deployment_takes_its_keys_and_a_project_goes_only_when_empty
         projects.delete_project(s, SYSTEM, "team")
         assert s.scalar(sa.select(sa.func.count()).select_from(MembershipRow)) == 0
     assert store.list("models/") == []
+
+
+def test_a_deleted_versions_warm_runtime_is_not_served_under_its_reused_id(db, store, weights):
+    from modelhost.serving.manager import DeploymentManager
+
+    manager = DeploymentManager(db, store)
+    with db.session() as s:
+        old = register_version(s, store, "old", manifest(), {"weights.safetensors": weights})
+    stale = manager.build(old, "torch")
+    with db.session() as s:
+        delete_model(s, store, "old")
+    other = bytearray(weights)
+    other[-4:] = b"\x00\x00\x80\x3f"  # a different last weight: another model
+    with db.session() as s:
+        new = register_version(s, store, "new", manifest(), {"weights.safetensors": bytes(other)})
+    if db.url.startswith("sqlite"):
+        assert new.id == old.id  # SQLite hands the highest rowid out again
+    assert manager.build(new, "torch") is not stale

@@ -108,7 +108,7 @@ class DeploymentManager:
         self.db, self.store, self.metrics = db, store, metrics or Metrics()
         self.llm_metrics = LLMMetrics(self.metrics.registry)
         self._loaded: dict[str, LoadedDeployment] = {}
-        self._warm: collections.OrderedDict[tuple[int, str, str], Runtime] = collections.OrderedDict()
+        self._warm: collections.OrderedDict[tuple[int, str, str, str], Runtime] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._deploy_lock = threading.RLock()  # one deploy at a time: store and memory agree
         self.started = threading.Event()
@@ -122,7 +122,9 @@ class DeploymentManager:
 
     def build(self, version: ModelVersion, runtime: str, precision: str = "fp32") -> Runtime:
         """A runtime for a version (warm if recently used; files verified by sha256)."""
-        key = (version.id, runtime, precision)
+        # The files' digests too: a deleted version's id can come back (SQLite reuses the
+        # highest rowid), and must not find the deleted model's runtime still warm.
+        key = (version.id, runtime, precision, "|".join(sorted(version.files.values())))
         with self._lock:
             if key in self._warm:
                 self._warm.move_to_end(key)
