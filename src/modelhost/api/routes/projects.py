@@ -44,10 +44,12 @@ def show_project(name: str, db: DB, caller: Caller) -> projects.Project:
 
 
 @router.delete("/projects/{name}", status_code=204, tags=["projects"])
-def delete_project(name: str, db: DB, caller: Caller) -> Response:
-    """Project admins; refused while the project holds datasets, runs, models or deployments."""
+def delete_project(name: str, db: DB, caller: Caller, request: Request) -> Response:
+    """Project admins; refused while the project holds datasets, runs, models or deployments.
+    Its keys and memberships go with it."""
     with db.session() as s:
         projects.delete_project(s, caller, name)
+    request.app.state.authenticator.forget()  # a new project may get its id: no cached key may reach it
     return Response(status_code=204)
 
 
