@@ -213,3 +213,31 @@ def test_the_cli_manages_users_projects_and_keys(server: Server, root: httpx.Cli
     assert login(server, "hank", PASSWORD).status_code == 401
     assert cli(server, "projects", "remove-member", "cli-proj", "hank", key=key).returncode == 0
     assert cli(server, "projects", "delete", "cli-proj", key=key).returncode == 0
+
+
+def test_the_cli_signs_in_as_a_user_and_creates_in_a_named_project(
+    server: Server, root: httpx.Client, team: str, tmp_path
+) -> None:
+    make_user(root, "ivy", team)
+    env = {**server.env, "MODELHOST_HOME": str(tmp_path), "COLUMNS": "200"}
+    env.pop("MODELHOST_API_KEY", None)
+    mh = [sys.executable, "-m", "modelhost.cli"]
+    signed = subprocess.run(
+        [*mh, "login", "--url", server.url, "--user", "ivy", "--project", team],
+        env=env, input=PASSWORD + "\n", capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert signed.returncode == 0, signed.stderr
+    profile = json.loads((tmp_path / "profile.json").read_text())
+    assert profile["url"] == server.url and profile["api_key"].startswith("mh_")
+    assert (tmp_path / "profile.json").stat().st_mode & 0o777 == 0o600
+    made = subprocess.run(
+        [*mh, "datasets", "sample", "iris", "--name", "ivy-iris", "--project", team],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["project"] == team
+    wrong = subprocess.run(
+        [*mh, "login", "--url", server.url, "--user", "ivy"],
+        env=env, input="not the password\n", capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert wrong.returncode == 1 and "password" in wrong.stderr.lower() + wrong.stdout.lower()

@@ -20,6 +20,10 @@ from modelhost.client import Client
 from modelhost.errors import InvalidInput
 
 Url = Annotated[str | None, typer.Option("--url", help="Server URL [env MODELHOST_URL, else login profile].")]
+Project = Annotated[
+    str | None,
+    typer.Option("--project", help="Project to create it in [default: its parent's, else the key's]."),
+]
 Key = Annotated[
     str | None, typer.Option("--api-key", help="API key [env MODELHOST_API_KEY, else login profile].")
 ]
@@ -48,6 +52,7 @@ def datasets_upload(
         str | None, typer.Option(help="csv, jsonl, npy, npz, text, zip or tar; default from the suffix.")
     ] = None,
     description: Annotated[str, typer.Option(help="What the data is.")] = "",
+    project: Project = None,
     url: Url = None,
     api_key: Key = None,
 ) -> None:
@@ -55,16 +60,20 @@ def datasets_upload(
     folders (one folder of PNG/JPEG files per class)."""
     if not path.is_file():
         raise InvalidInput(f"{str(path)!r} is not a file")
-    show_json(_client(url, api_key).upload_dataset(path, name, target, format, description))
+    show_json(_client(url, api_key).upload_dataset(path, name, target, format, description, project=project))
 
 
 @datasets.command("sample")
 def datasets_sample(
-    sample: str, name: Annotated[str | None, typer.Option()] = None, url: Url = None, api_key: Key = None
+    sample: str,
+    name: Annotated[str | None, typer.Option()] = None,
+    project: Project = None,
+    url: Url = None,
+    api_key: Key = None,
 ) -> None:
     """Create a dataset from a bundled sample: digits, iris, wine, breast_cancer (tables),
     digits_images (8x8 PNGs, a folder per digit) or classics (English text)."""
-    show_json(_client(url, api_key).sample_dataset(sample, name))
+    show_json(_client(url, api_key).sample_dataset(sample, name, project))
 
 
 @datasets.command("list")
@@ -134,6 +143,7 @@ def load_spec_file(path: Path) -> dict[str, object]:
 def train(
     spec: Path,
     follow: Annotated[bool, typer.Option(help="Follow with a progress bar.")] = True,
+    project: Project = None,
     url: Url = None,
     api_key: Key = None,
 ) -> None:
@@ -142,12 +152,12 @@ def train(
     client = _client(url, api_key)
     document = load_spec_file(spec)
     if "sweep" in document:
-        submitted = client.sweep(document)
+        submitted = client.sweep(document, project)
         console.print(f"sweep {submitted['sweep']['id']}: {len(submitted['runs'])} runs queued")
         if follow:
             _follow_sweep(client, submitted["sweep"]["id"])
         return
-    run = client.train(document)
+    run = client.train(document, project)
     console.print(f"run {run['id']} queued")
     if follow:
         _follow(client, run["id"])
@@ -356,6 +366,7 @@ def models_show(name: str, url: Url = None, api_key: Key = None) -> None:
 def import_model(
     path: Path,
     name: Annotated[str, typer.Option(help="Model to add the version to (created if new).")],
+    project: Project = None,
     url: Url = None,
     api_key: Key = None,
 ) -> None:
@@ -372,7 +383,7 @@ def import_model(
         raise InvalidInput(
             f"{str(path)!r}: modelhost imports .onnx and .gguf files and Hugging Face model folders"
         )
-    show_json(_client(url, api_key).import_model(path, name))
+    show_json(_client(url, api_key).import_model(path, name, project=project))
 
 
 # --- deployments and prediction
@@ -414,6 +425,7 @@ def deploy(
     max_wait_ms: Annotated[float, typer.Option(help="How long a batch may wait for more requests.")] = 0.0,
     max_queue: Annotated[int, typer.Option(help="Most waiting requests before 503.")] = 512,
     timeout_ms: Annotated[float, typer.Option(help="Per-request deadline (504 after it).")] = 30_000,
+    project: Project = None,
     url: Url = None,
     api_key: Key = None,
 ) -> None:
@@ -434,6 +446,7 @@ def deploy(
         precision=precision,
         replicas=replicas,
         batching=batching,
+        project=project,
     )
     _show_deployment(dep)
 

@@ -59,9 +59,20 @@ def up(
 @app.command()
 def login(
     url: Annotated[str, typer.Option(help="Server URL.")],
-    api_key: Annotated[str, typer.Option(prompt=True, hide_input=True, help="API key.")],
+    user: Annotated[
+        str | None, typer.Option(help="Sign in as this user (password prompted) instead of giving a key.")
+    ] = None,
+    project: Annotated[str | None, typer.Option(help="With --user: the project the key works in.")] = None,
+    api_key: Annotated[str | None, typer.Option(help="API key [prompted when neither is given].")] = None,
 ) -> None:
-    """Check the key against the server and save both to the profile (mode 0600)."""
+    """Save the server and a key to the profile (mode 0600): a key you give (checked against the
+    server), or with ``--user`` a 12-hour key the server issues when the password is right."""
+    if user is not None:
+        password = typer.prompt("Password", hide_input=True)
+        with Client(url, "") as client:
+            api_key = client.login(user, password, project)["key"]
+    elif api_key is None:
+        api_key = typer.prompt("API key", hide_input=True)
     with Client(url, api_key) as client:
         client.list_models()
     settings = load_settings()
