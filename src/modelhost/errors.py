@@ -20,10 +20,12 @@ class PlatformError(Exception):
     status: ClassVar[int] = 500
     by_code: ClassVar[dict[str, type[PlatformError]]] = {}
 
-    def __init_subclass__(cls, code: str = "internal", status: int = 500, **kw: object) -> None:
+    def __init_subclass__(cls, code: str | None = None, status: int | None = None, **kw: object) -> None:
+        # a subclass that names no code or status keeps its parent's: a refinement of
+        # InvalidInput is still a 400 (it once reset to 500)
         super().__init_subclass__(**kw)
-        cls.code, cls.status = code, status
-        PlatformError.by_code.setdefault(code, cls)
+        cls.code, cls.status = code or cls.code, status or cls.status
+        PlatformError.by_code.setdefault(cls.code, cls)
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

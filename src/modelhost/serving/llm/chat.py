@@ -70,5 +70,5 @@ def render_chat(
         )
     except TemplateError:
         raise
-    except jinja2.TemplateError as e:
+    except (jinja2.TemplateError, OverflowError, RecursionError) as e:  # the sandbox's range limit
         raise TemplateError(f"chat template failed: {e}") from e
