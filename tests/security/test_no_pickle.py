@@ -13,13 +13,13 @@ import ast
 import gzip
 import io
 import tarfile
-import zipfile
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
+from tests.security.malformed import zipped
 from tests.security.support import Target, admin, malicious_pickle, target, torch_save_zip
 
 pytestmark = pytest.mark.slow
@@ -27,14 +27,6 @@ __all__ = ["admin", "target"]  # fixtures, imported for pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "modelhost"
 PROTOCOLS = (2, 3, 4, 5)
-
-
-def zipped(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, data in files.items():
-            z.writestr(name, data)
-    return buf.getvalue()
 
 
 def tarred(files: dict[str, bytes], mode: str = "w:gz") -> bytes:

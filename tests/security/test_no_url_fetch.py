@@ -10,18 +10,16 @@ treated as a plain name; the listener must not see a single connection.
 
 from __future__ import annotations
 
-import io
 import json
 import socket
 import threading
-import zipfile
 from collections.abc import Iterator
 from urllib.parse import quote
 
 import httpx
 import pytest
 
-from tests.security.malformed import STRING, gguf
+from tests.security.malformed import STRING, gguf, zipped
 from tests.security.support import CSV, Target, admin, assert_healthy, target, tiny_onnx
 
 pytestmark = pytest.mark.slow
@@ -81,14 +79,6 @@ def listener() -> Iterator[Listener]:
     lst.connections = 0
     yield lst
     lst.close()
-
-
-def zipped(files: dict[str, str | bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for name, data in files.items():
-            z.writestr(name, data)
-    return buf.getvalue()
 
 
 def not_fetched(r: httpx.Response, what: object, listener: Listener) -> None:
