@@ -166,3 +166,29 @@ def test_a_valid_key_gets_through_every_spelling_of_bearer(target: Target) -> No
         )
         assert r.status_code == 200 and r.json()["info"]["title"] == "modelhost"
     assert httpx.get(target.url + "/api/v1/models", headers=AUTH, timeout=10).status_code == 200
+
+
+@pytest.mark.anyio
+async def test_a_sub_app_mounted_later_is_covered_too(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Deny by default is a middleware around everything, not a dependency each route must
+    remember: a Starlette app mounted after create_app() is refused without a key as well."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def secret(_: object) -> PlainTextResponse:
+        return PlainTextResponse("secret")
+
+    app = create_app(Settings(home=tmp_path_factory.mktemp("mount") / "home", admin_key=ADMIN_KEY))
+    app.mount("/plugin", Starlette(routes=[Route("/data", secret, methods=["GET", "POST"])]))
+    assert ("GET", "/plugin/data") in set(walk(app.routes))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            for method in ("GET", "POST"):
+                for headers in BAD_HEADERS:
+                    assert_refused(
+                        await c.request(method, "/plugin/data", headers=headers), (method, headers)
+                    )
+            r = await c.get("/plugin/data", headers=AUTH)
+            assert r.status_code == 200 and r.text == "secret"
