@@ -170,6 +170,14 @@ class Engine:
                 self._thread = threading.Thread(target=self._run, name="llm-engine", daemon=True)
                 self._thread.start()
 
+    def adopt_current_thread(self) -> Callable[[], None]:
+        """Make the calling thread this engine's (instead of one :meth:`start` would make);
+        returns the loop for that thread to run. See :func:`build_on_own_thread` for why."""
+        with self._lock:
+            assert self._thread is None, "the engine already has its thread"
+            self._thread = threading.current_thread()
+        return self._run
+
     def stop(self) -> None:
         with self._lock:
             self._stopped = True
