@@ -4,6 +4,7 @@ generates what the model alone would, greedy, in every precision it offers."""
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 import torch
@@ -80,6 +81,27 @@ def test_the_runtime_generates_what_the_model_alone_would(architecture) -> None:
     finally:
         runtime.close()
     assert runtime.context_length <= (256 if architecture == "llama" else 127)
+
+
+def test_the_model_is_built_on_the_thread_that_runs_the_engine(monkeypatch) -> None:
+    import modelhost.serving.llm.runtime as module
+
+    manifest, weights, _ = version("llama")
+    seen: list[threading.Thread] = []
+    original = module.apply_precision
+
+    def spy(*args, **kwargs):
+        seen.append(threading.current_thread())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, "apply_precision", spy)
+    runtime = LLMRuntime(manifest, weights, tokenizer_json())
+    try:
+        assert seen == [runtime.engine._thread] and seen[0] is not threading.current_thread()
+        assert seen[0].is_alive() and seen[0].name == "llm-engine"
+    finally:
+        runtime.close()
+    assert not seen[0].is_alive()
 
 
 def test_other_architectures_are_refused_by_name() -> None:
