@@ -44,6 +44,9 @@ SECURITY_HEADERS = (
     (b"content-security-policy", b"frame-ancestors 'none'"),
     (b"referrer-policy", b"no-referrer"),
 )
+_SECURITY_NAMES = frozenset(k for k, _ in SECURITY_HEADERS)
+_READ = frozenset({b"host", b"origin", b"sec-fetch-site", b"content-type", b"x-request-id"})
+"""The request headers the guards look at."""
 JSON_ROUTE_PREFIXES = ("/api/", "/v1/", "/v2/")
 JSON_TYPES = frozenset({"application/json", "application/x-www-form-urlencoded"})
 _ID_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
@@ -171,7 +174,8 @@ class RequestGuards:
             return
         fields: dict[bytes, bytes] = {}
         for k, v in scope["headers"]:
-            fields.setdefault(k, v)  # the first of repeated headers, as Starlette reads them
+            if k in _READ and k not in fields:  # the first of repeated headers, as Starlette reads them
+                fields[k] = v
         request_id = self._request_id(scope, fields)
         # a WebSocket handshake is a GET, but what follows changes state: its Origin is checked
         method = scope["method"] if kind == "http" else "WEBSOCKET"
@@ -191,9 +195,10 @@ class RequestGuards:
         rid = clean_request_id(given) if given is not None else None
         if rid is None:
             rid = f"{_ID_PREFIX}-{next(_ID_SEQUENCE):x}"  # unique per process start, cheap
-            headers = [(k, v) for k, v in scope["headers"] if k != b"x-request-id"]
-            headers.append((b"x-request-id", rid.encode()))
-            scope["headers"] = headers
+            headers = scope["headers"]
+            if given is not None:  # a bad one: dropped, so nothing downstream reads it
+                headers = [(k, v) for k, v in headers if k != b"x-request-id"]
+            scope["headers"] = [*headers, (b"x-request-id", rid.encode())]
         scope.setdefault("state", {})["request_id"] = rid
         return rid.encode()
 
@@ -204,8 +209,11 @@ def with_headers(send: Send, request_id: bytes) -> Send:
     async def guarded(message: Message) -> None:
         if message["type"] == "http.response.start":
             headers = list(message.get("headers", ()))
-            present = {k.lower() for k, _ in headers}
-            headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
+            if any(k.lower() in _SECURITY_NAMES for k, _ in headers):  # rare: keep the app's own
+                present = {k.lower() for k, _ in headers}
+                headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
+            else:
+                headers.extend(SECURITY_HEADERS)
             headers.append((b"x-request-id", request_id))
             message["headers"] = headers
         await send(message)
