@@ -227,3 +227,31 @@ def test_request_ids_are_echoed_when_clean(admin: httpx.Client) -> None:
     assert r.headers["x-request-id"] == "trace-01:ab.c_d"
     a, b = admin.get("/v2/health/live"), admin.get("/v2/health/live")
     assert a.headers["x-request-id"] != b.headers["x-request-id"]
+
+
+MARKUP = ["<script>alert(1)</script>", '"><img src=x onerror=alert(1)>']
+
+
+@pytest.mark.parametrize("markup", MARKUP)
+def test_markup_in_user_strings_comes_back_as_json_data_never_as_a_page(
+    admin: httpx.Client, markup: str
+) -> None:
+    """No route renders user data into HTML: a refused name and a stored description come
+    back inside JSON strings, typed application/json with nosniff, so no browser runs them."""
+    refused = admin.post("/api/v1/datasets/samples/iris", json={"name": markup})
+    assert refused.status_code == 400
+    stored = admin.post(
+        "/api/v1/datasets",
+        data={"name": f"markup-{MARKUP.index(markup)}", "description": markup},
+        files={"file": ("t.csv", b"a,b\n1,2\n", "text/csv")},
+    )
+    assert stored.status_code == 201, stored.text
+    shown = admin.get(f"/api/v1/datasets/markup-{MARKUP.index(markup)}")
+    for r in (refused, stored, shown):
+        assert r.headers["content-type"].startswith("application/json")
+        assert r.headers["x-content-type-options"] == "nosniff"
+        orjson.loads(r.content)  # well-formed JSON: the markup sits inside a string
+    assert shown.json()["description"] == markup  # kept as given, for clients to escape when shown
+    for path in ("/docs", "/redoc"):  # the only HTML served: static pages with no user data
+        page = admin.get(path)
+        assert markup not in page.text
