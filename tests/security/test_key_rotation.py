@@ -15,7 +15,7 @@ from modelhost.artifacts.crypto import MAGIC
 from modelhost.artifacts.encrypted import EncryptedArtifactStore
 from modelhost.artifacts.keyring import Keyring, generate_key, parse_key
 from modelhost.artifacts.local import LocalArtifactStore
-from tests.e2e.flows import MARKER_CSV, cli, client, predict, train, wait_for_run
+from tests.e2e.flows import MARKER_CSV, build_platform, cli, client, predict, train, wait_for_run
 from tests.servers import ADMIN_KEY, start_server
 
 pytestmark = pytest.mark.slow
@@ -138,3 +138,44 @@ def test_server_encrypts_at_rest_detects_tampering_and_rotates_without_a_failed_
             assert len(predict(http, "iris-v2")) == 3
     finally:
         third.stop()
+
+
+def write_key_file(path: Path, *keys: str) -> None:
+    """Replace the key file at once, as an operator would (a private temp file renamed over it)."""
+    staged = path.with_suffix(".new")
+    staged.write_text("".join(k + "\n" for k in keys))
+    staged.chmod(0o600)
+    staged.replace(path)
+
+
+def test_a_key_file_rotates_on_a_running_server_without_a_restart(tmp_path: Path) -> None:
+    home, key_file = tmp_path / "home", tmp_path / "keys"
+    write_key_file(key_file, KEY_A)
+    raw = LocalArtifactStore(home / "artifacts")
+    server = start_server(home, MODELHOST_ENCRYPTION_KEY_FILE=str(key_file))
+    try:
+        with client(server, ADMIN_KEY) as http:
+            predictions = build_platform(http)
+            reader = EncryptedArtifactStore(raw, Keyring(parse_key(KEY_B, "b"), (parse_key(KEY_A, "a"),)))
+            a, b = parse_key(KEY_A, "a").id, parse_key(KEY_B, "b").id
+            assert {reader.key_id_of(k) for k in raw.list()} == {a}
+
+            write_key_file(key_file, KEY_B, KEY_A)  # step 1: the new key first, the old one after
+            r = http.post("/api/v1/datasets/samples/wine", json={})
+            assert r.status_code == 201, r.text
+            assert b in {reader.key_id_of(k) for k in raw.list()}  # the running server writes with it at once
+            done = cli(server.env, "encryption", "rotate")  # step 2, while it serves
+            assert "0 changed" in done.stdout, done.stdout
+            assert {reader.key_id_of(k) for k in raw.list()} == {b}
+
+            write_key_file(key_file, KEY_B)  # step 3: the old key dropped, still no restart
+            assert predict(http) == predictions
+            r = http.put("/api/v1/deployments/iris-again", json={"model": "iris"})
+            assert r.status_code == 201 and r.json()["state"] == "ready", r.text  # weights read under B
+            assert predict(http, "iris-again") == predictions
+
+            write_key_file(key_file, "not a key")  # a broken file: the last good keys stay in use
+            r = http.put("/api/v1/deployments/iris-third", json={"model": "iris"})
+            assert r.status_code == 201 and r.json()["state"] == "ready", r.text
+    finally:
+        server.stop()

@@ -70,13 +70,19 @@ class _Fetched:
 class EncryptedArtifactStore(ArtifactStore):
     """``inner`` with every object encrypted under ``keyring.current`` (in the clear if None)."""
 
-    def __init__(self, inner: ArtifactStore, keyring: Keyring) -> None:
+    def __init__(self, inner: ArtifactStore, keyring: Keyring | Callable[[], Keyring]) -> None:
+        """``keyring``: fixed, or a function giving the keys in use at each call (a KeyFile)."""
         self.inner = inner
-        self.keyring = keyring
+        self._keys = keyring if callable(keyring) else lambda: keyring
+
+    @property
+    def keyring(self) -> Keyring:
+        return self._keys()
 
     def put(self, key: str, data: bytes | BinaryIO) -> Digest:
         validate_key(key)
-        if self.keyring.current is None:
+        current = self.keyring.current
+        if current is None:
             return self.inner.put(key, data)
         h, size = hashlib.sha256(), 0
 
@@ -87,7 +93,7 @@ class EncryptedArtifactStore(ArtifactStore):
                 size += len(chunk)
                 yield chunk
 
-        encrypted = _Reader(crypto.encrypt(self.keyring.current, key, counted(iter_chunks(data))))
+        encrypted = _Reader(crypto.encrypt(current, key, counted(iter_chunks(data))))
         self.inner.put(key, cast(BinaryIO, encrypted))
         return Digest(sha256=h.hexdigest(), size=size)
 
@@ -130,14 +136,15 @@ class EncryptedArtifactStore(ArtifactStore):
         again: an object that changed meanwhile was written by the platform in the current form,
         and is left alone. The inner ``put`` is atomic, so readers see the old or the new form.
         """
-        target = self.keyring.current.id if self.keyring.current else None
+        current = self.keyring.current
+        target = current.id if current else None
         try:
             with self._fetch(key) as fetched, tempfile.TemporaryFile() as staged:
                 if (fetched.header.key_id if fetched.header else None) == target:
                     return Rewrite.CURRENT
                 chunks = self._plaintext(key, fetched)
-                if self.keyring.current is not None:
-                    chunks = crypto.encrypt(self.keyring.current, key, chunks)
+                if current is not None:
+                    chunks = crypto.encrypt(current, key, chunks)
                 for chunk in chunks:
                     staged.write(chunk)
                 staged.seek(0)

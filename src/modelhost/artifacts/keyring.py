@@ -9,6 +9,10 @@ what was written before a rotation. Sources, all optional:
   skipped), the first line current and the rest old; it must not be readable by group or others;
 - ``MODELHOST_ENCRYPTION_OLD_KEYS``: old keys, comma-separated.
 
+A key file is read again whenever it changes (:class:`KeyFile`), so a rotation needs no restart:
+write the new key as the first line with the old ones after it, run ``modelhost encryption
+rotate``, then drop the old lines. Keys from the environment are fixed for the process's life.
+
 Old keys without a current one is a valid keyring too: new objects are then stored in the
 clear, and ``modelhost encryption rotate`` decrypts the rest (how encryption is turned off).
 Error messages name the setting and the problem, never a key's bytes.
@@ -19,8 +23,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import secrets
 import stat
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +35,8 @@ from modelhost.errors import InvalidInput
 
 if TYPE_CHECKING:
     from modelhost.config import Settings
+
+log = logging.getLogger("modelhost.artifacts")
 
 KEY_BYTES = 32
 KEY_ID_BYTES = 8
@@ -124,3 +132,43 @@ def keyring_from_settings(settings: Settings) -> Keyring | None:
     if current is None and not old:
         return None
     return Keyring(current, tuple(k for k in old if current is None or k.id != current.id))
+
+
+class KeyFile:
+    """The keyring of the settings, read again when ``MODELHOST_ENCRYPTION_KEY_FILE`` changes
+    (its modification time, size or inode; one ``stat`` per use). A file that no longer reads
+    as a keyring (half written, bad mode) keeps the last good keys in use and logs why, so a
+    mistake while rotating never stops reads; the first read raises InvalidInput as usual."""
+
+    def __init__(self, settings: Settings) -> None:
+        assert settings.encryption_key_file is not None
+        self._settings, self._path = settings, settings.encryption_key_file
+        self._lock = threading.Lock()
+        self._stamp = self._stat()
+        ring = keyring_from_settings(settings)
+        assert ring is not None  # a key file holds at least one key, or the read raised
+        self._ring = ring
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = self._path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
+    def __call__(self) -> Keyring:
+        stamp = self._stat()
+        if stamp is None or stamp == self._stamp:
+            return self._ring
+        with self._lock:
+            if stamp != self._stamp:
+                try:
+                    ring = keyring_from_settings(self._settings)
+                except InvalidInput as e:
+                    log.error("encryption keys not reloaded, the last good ones stay in use: %s", e)
+                else:
+                    assert ring is not None
+                    self._ring = ring
+                    log.info("encryption keys reloaded from %s", self._path)
+                self._stamp = stamp
+        return self._ring

@@ -49,9 +49,12 @@ def rotate(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every object's outcome.")] = False,
 ) -> None:
     """Re-encrypt every artifact under the current key, one atomic write per object, while the
-    server keeps serving. First give every server and worker the new key as
-    MODELHOST_ENCRYPTION_KEY and the old one in MODELHOST_ENCRYPTION_OLD_KEYS; run this with the
-    same settings; drop the old key once `modelhost encryption status` shows nothing under it."""
+    server keeps serving. With MODELHOST_ENCRYPTION_KEY_FILE nothing restarts: put the new key
+    on the file's first line and the old one after it (running servers and workers read the file
+    again when it changes), run this, then delete the old line. With MODELHOST_ENCRYPTION_KEY,
+    restart every server and worker with the new key there and the old one in
+    MODELHOST_ENCRYPTION_OLD_KEYS first. Drop the old key once `modelhost encryption status`
+    shows nothing under it."""
     from modelhost.artifacts import open_store
     from modelhost.artifacts.rotation import rotate as rotate_all
 
