@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import select
 import socket
 import time
@@ -218,3 +219,13 @@ def test_a_limited_key_bursting_gets_429s(server: Server, admin: httpx.Client, t
     assert set(counts) <= {200, 429, 503, 0} and counts.get(429, 0) >= 200, counts
     assert set(health) == {200}
     assert_healthy(server.url)
+
+
+def test_a_run_may_not_ask_for_more_ranks_than_the_machine_has_cores(admin: httpx.Client) -> None:
+    assert admin.post("/api/v1/datasets/samples/iris", json={"name": "iris-ranks"}).status_code == 201
+    ranks = (os.cpu_count() or 1) + 1
+    spec = {"dataset": "iris-ranks", "world_size": ranks, "batch_size": 8 * ranks}
+    r = admin.post("/api/v1/runs", json=spec)
+    cores = ranks - 1
+    assert r.status_code == 400 and "world_size" in r.text and f"{cores} cores" in r.text, r.text
+    assert admin.get("/api/v1/runs").json() == []  # nothing was queued

@@ -82,6 +82,9 @@ def submit_run(s: Session, spec: TrainSpec, *, access: Principal = SYSTEM, proje
     (or ``project``, which must be the same); its model must be new or of that project."""
     from modelhost.registry.service import check_model_project
 
+    cores = os.cpu_count() or 1
+    if spec.world_size > cores:  # each rank is a local process: more would only thrash the machine
+        raise InvalidInput(f"world_size: {spec.world_size} ranks, but this machine has {cores} cores")
     ds = get_dataset(s, spec.dataset, access=access)
     parent = s.scalar(sa.select(DatasetRow.project_id).where(DatasetRow.id == ds.id))
     project_id = target_project(s, access, project, parent)
