@@ -9,6 +9,9 @@ payload would create never appears, and the server keeps serving.
 
 from __future__ import annotations
 
+import threading
+import time
+
 import httpx
 import pytest
 
@@ -76,3 +79,27 @@ def test_an_honest_template_still_renders(target: Target, admin: httpx.Client) -
     r = admin.post("/v1/chat/completions", json=chat)
     assert r.status_code == 200, r.text
     assert r.json()["usage"]["completion_tokens"] == 2
+
+
+def test_a_slow_template_renders_off_the_event_loop(target: Target, admin: httpx.Client) -> None:
+    """A template that loops for long (inside the sandbox's limits) holds one worker thread:
+    the health probe and other requests keep being answered while it renders."""
+    template = "{% for i in range(100000) %}{% for j in range(600) %}{% endfor %}{% endfor %}user:"
+    folder = zipped({**tiny_llama_files(), "chat_template.jinja": template})
+    assert admin.post("/api/v1/models/slow/import", files={"file": ("t.zip", folder)}).status_code == 201
+    assert admin.put("/api/v1/deployments/slow", json={"model": "slow", "version": 1}).status_code == 201
+    chat = {"model": "slow", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    results: list[httpx.Response] = []
+    worker = threading.Thread(target=lambda: results.append(admin.post("/v1/chat/completions", json=chat)))
+    started = time.monotonic()
+    worker.start()
+    time.sleep(0.3)  # the render is under way
+    probes = []
+    while worker.is_alive() and len(probes) < 20:
+        t = time.monotonic()
+        assert httpx.get(target.url + "/v2/health/live", timeout=10).status_code == 200
+        probes.append(time.monotonic() - t)
+    worker.join()
+    assert results[0].status_code == 200, results[0].text
+    assert time.monotonic() - started > 1.0 and probes, "the template should take a while to render"
+    assert max(probes) < 0.5, probes  # the event loop kept answering during the render

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
@@ -67,7 +68,10 @@ async def chat_completions(
     body: ChatCompletionRequest, manager: Manager, caller: Caller, quota: Quota
 ) -> Any:
     runtime = _runtime(manager, body.model, LLMRuntime, caller)
-    return await _answer(runtime, openai.chat_job(runtime, body), body.stream, quota)
+    # the model's own chat template renders off the event loop: a slow one (sandboxed, but it
+    # may loop for long) holds one worker thread, never every other request
+    job = await anyio.to_thread.run_sync(openai.chat_job, runtime, body)
+    return await _answer(runtime, job, body.stream, quota)
 
 
 @router.post("/embeddings")
