@@ -7,6 +7,7 @@ import io
 import os
 import re
 import stat
+import threading
 import uuid
 
 import boto3
@@ -263,6 +264,21 @@ def test_local_crash_between_renames_is_integrity_error(local_store):
     (local_store.root / "w.bin.sha256.json").unlink()  # a first put that crashed the same way
     with pytest.raises(ArtifactCorrupted, match="no recorded digest"):
         local_store.get("w.bin")
+
+
+def test_local_read_during_a_put_between_its_renames_waits_for_the_digest(local_store):
+    local_store.put("w.bin", b"old")
+    staged = LocalArtifactStore(local_store.root.parent / "staging")
+    staged.put("w.bin", b"new")  # the new object's data and sidecar, as put writes them
+    os.replace(staged.root / "w.bin", local_store.root / "w.bin")  # put's first rename ...
+    later = threading.Timer(  # ... and its second, a moment after a reader saw the new bytes
+        0.05, os.replace, (staged.root / "w.bin.sha256.json", local_store.root / "w.bin.sha256.json")
+    )
+    later.start()
+    try:
+        assert local_store.get("w.bin") == b"new"
+    finally:
+        later.join()
 
 
 def test_local_file_modes(tmp_path):

@@ -5,7 +5,9 @@ between the two renames leaves new bytes beside the old digest (or beside none),
 read reports that as ArtifactCorrupted; it can never hand out wrong bytes. Data-first also lets
 a reader tell a racing ``put`` from corruption: it reads the sidecar before the data, so a
 mismatch seen while the sidecar changed underneath it is a concurrent put, and the read is
-retried. ``delete`` removes the data first, so a crash leaves only an orphan sidecar, which
+retried — and a mismatch seen while the data file is newer than its sidecar (or was replaced
+after it was opened) is a put between its two renames, so the read waits for the digest and
+retries. ``delete`` removes the data first, so a crash leaves only an orphan sidecar, which
 reads as NotFound. Two puts racing on one key can still pair one's bytes with the other's
 digest; that too reads as ArtifactCorrupted until the key is written again.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict
@@ -39,7 +42,8 @@ from modelhost.artifacts.base import (
 from modelhost.errors import ArtifactCorrupted, NotFound, StorageError
 
 T = TypeVar("T")
-_READ_ATTEMPTS = 3
+_READ_ATTEMPTS = 6
+_SIDECAR_WAIT_S = 0.02
 _MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
 
 
@@ -150,16 +154,34 @@ class LocalArtifactStore(ArtifactStore):
         """Feed the object's chunks and a verifying check to ``consume``; retry across a racing put."""
         path = self._path(key)
         expected = normalize_sha256(expected_sha256)
-        for _ in range(_READ_ATTEMPTS):
+        last: ArtifactCorrupted | None = None
+        for attempt in range(_READ_ATTEMPTS):
             recorded = self._recorded(key, path)
             check = partial(verify, key, recorded=recorded, expected_sha256=expected)
+            read: os.stat_result | None = None
             try:
                 with _open(key, path) as f, _storage_errors(key):
+                    read = os.fstat(f.fileno())
                     return consume(iter_chunks(f), check)
-            except ArtifactCorrupted:
-                if self._recorded(key, path) == recorded:  # nothing changed: real corruption
-                    raise
-        raise ArtifactCorrupted(f"artifact {key!r} kept changing while it was read")
+            except ArtifactCorrupted as e:
+                if self._recorded(key, path) != recorded:
+                    continue  # a put replaced the sidecar meanwhile: read again
+                if not _put_under_way(path, read) or attempt == _READ_ATTEMPTS - 1:
+                    raise  # nothing writing (or nothing came of waiting): real corruption
+                last = e
+                time.sleep(_SIDECAR_WAIT_S * (attempt + 1))  # new bytes, their digest not yet renamed in
+        raise ArtifactCorrupted(f"artifact {key!r} kept changing while it was read") from last
+
+
+def _put_under_way(path: Path, read: os.stat_result | None) -> bool:
+    """Whether the data file was replaced (another inode than the one read) or is newer than its
+    sidecar: a ``put`` between its two renames, whose digest is about to follow."""
+    try:
+        now, side = path.stat(), _sidecar(path).stat()
+    except OSError:
+        return False
+    replaced = read is not None and (now.st_ino, now.st_dev) != (read.st_ino, read.st_dev)
+    return replaced or now.st_mtime_ns > side.st_mtime_ns
 
 
 def _sidecar(path: Path) -> Path:

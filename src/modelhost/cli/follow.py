@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -14,7 +16,8 @@ FINISHED = ("succeeded", "failed", "cancelled")
 
 
 def follow_run(get_run: Callable[[], dict[str, Any]], poll: float = 0.3) -> dict[str, Any]:
-    """Poll ``get_run`` and draw progress; returns the final run record."""
+    """Poll ``get_run`` and draw progress; returns the final run record. Ctrl-C (SIGINT) stops
+    following: it raises KeyboardInterrupt once the progress bar is closed."""
     run = get_run()
     columns = (
         TextColumn("[bold]run {task.fields[id]}[/bold] {task.fields[status]}"),
@@ -22,17 +25,30 @@ def follow_run(get_run: Callable[[], dict[str, Any]], poll: float = 0.3) -> dict
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
+    with _ctrl_c() as stop, Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("train", total=None, id=run["id"], status=run["status"])
+        while True:
+            total = run["total_steps"] or None
+            progress.update(task, total=total, completed=run["step"], status=run["status"])
+            if run["status"] in FINISHED:
+                return run
+            if stop.wait(poll):
+                break
+            run = get_run()
+    console.print(f"\nstopped following; run {run['id']} keeps going (modelhost runs show {run['id']})")
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _ctrl_c() -> Iterator[threading.Event]:
+    """An event SIGINT sets, instead of a KeyboardInterrupt raised wherever the main thread is:
+    one landing inside the progress bar's lock left its refresh thread waiting forever."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        with Progress(*columns, console=console, transient=False) as progress:
-            task = progress.add_task("train", total=None, id=run["id"], status=run["status"])
-            while True:
-                progress.update(
-                    task, total=run["total_steps"] or None, completed=run["step"], status=run["status"]
-                )
-                if run["status"] in FINISHED:
-                    return run
-                time.sleep(poll)
-                run = get_run()
-    except KeyboardInterrupt:
-        console.print(f"\nstopped following; run {run['id']} keeps going (modelhost runs show {run['id']})")
-        raise
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
