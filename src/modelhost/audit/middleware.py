@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelhost.audit.service import METHODS, Entry, outcome_of
 from modelhost.audit.writer import AuditWriter
+from modelhost.auth.authz import Principal
 from modelhost.db import Database, utcnow
 
 LOGIN_PATHS = frozenset({"/api/v1/login"})
@@ -131,7 +132,7 @@ def _watching(send: Send, seen: _Exchange) -> Send:
 
 
 def _entry(scope: Scope, seen: _Exchange, login: bool) -> Entry:
-    principal = scope.get("state", {}).get("principal")
+    principal: Principal | None = scope.get("state", {}).get("principal")
     status = seen.status or CLIENT_DISCONNECTED
     route = scope.get("route")
     path = getattr(route, "path", None) or scope["path"]
@@ -140,9 +141,9 @@ def _entry(scope: Scope, seen: _Exchange, login: bool) -> Entry:
     return Entry(
         at=utcnow(),
         actor=clean(_actor(principal, seen, login), 200),
-        actor_key_id=getattr(principal, "key_id", None),
-        user_id=getattr(principal, "user_id", None),
-        project_id=getattr(principal, "project_id", None),
+        actor_key_id=principal.key_id if principal else None,
+        user_id=principal.user_id if principal else None,
+        project_id=principal.project_id if principal else None,
         method=scope["method"],
         path=clean(path, 512),
         target=_target(scope, seen, status),
@@ -153,10 +154,9 @@ def _entry(scope: Scope, seen: _Exchange, login: bool) -> Entry:
     )
 
 
-def _actor(principal: Any, seen: _Exchange, login: bool) -> str:
+def _actor(principal: Principal | None, seen: _Exchange, login: bool) -> str:
     if principal is not None:
-        user = getattr(principal, "username", None) or getattr(principal, "user_name", None)
-        return str(user or principal.name)
+        return principal.name
     if login:
         return _named_in(bytes(seen.request_body), _login_fields) or "anonymous login"
     return "anonymous"

@@ -43,6 +43,9 @@ class Limited(Protocol):
 
     key_id: int
     name: str
+    rate_limit_rps: float | None
+    tokens_per_min: int | None
+    tokens_total: int | None
 
 
 @dataclass(slots=True)
@@ -90,7 +93,7 @@ class Limiter:
 
     def check_request(self, principal: Limited) -> None:
         """Count one request against the key's rate; RateLimited beyond it."""
-        rps: float | None = getattr(principal, "rate_limit_rps", None)
+        rps = principal.rate_limit_rps
         if rps is None:
             return
         bucket = self._bucket(self._requests, principal.key_id, rps, max(1.0, rps))
@@ -104,9 +107,9 @@ class Limiter:
     def quota(self, principal: Limited) -> TokenQuota:
         """The key's token quotas for one language-model request (its usage is counted even
         when it has none: ``tokens_used`` is every key's record)."""
-        per_min: int | None = getattr(principal, "tokens_per_min", None)
-        total: int | None = getattr(principal, "tokens_total", None)
-        return TokenQuota(self, principal.key_id, principal.name, per_min, total)
+        return TokenQuota(
+            self, principal.key_id, principal.name, principal.tokens_per_min, principal.tokens_total
+        )
 
     def minute_bucket(self, key_id: int, per_min: int) -> TokenBucket:
         return self._bucket(self._tokens, key_id, per_min / 60.0, float(per_min))

@@ -21,7 +21,7 @@ log = logging.getLogger("modelhost.audit")
 def platform_admin(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
     """The log spans every project, so only admin keys that do too may read it: a project's
     admin (``is_admin`` false) may not see other projects' changes."""
-    if principal.role != "admin" or not getattr(principal, "is_admin", True):
+    if principal.role != "admin" or not principal.is_admin:
         raise Forbidden(f"the audit log needs a platform admin's key; the key {principal.name!r} is not one")
     return principal
 
