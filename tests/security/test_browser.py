@@ -12,11 +12,11 @@ import orjson
 import pytest
 
 from tests.security.small_model import deploy_tiny, infer_body
-from tests.security.support import AUTH, Target, raw_request, target
+from tests.security.support import AUTH, Target, admin, raw_request, target
 from tests.servers import ADMIN_KEY, Server, start_server
 
 pytestmark = pytest.mark.slow
-__all__ = ["target"]  # the fixture, imported for pytest
+__all__ = ["admin", "target"]  # fixtures, imported for pytest
 
 EVIL = "http://evil.example"
 SECURITY_HEADERS = {
@@ -37,12 +37,6 @@ STATE_CHANGES = [
     ("POST", "/v1/models/tiny:predict", {"instances": [[1, 2, 3]]}),
     ("POST", "/v1/chat/completions", CHAT),
 ]
-
-
-@pytest.fixture(scope="module")
-def admin(target: Target) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=target.url, headers=AUTH, timeout=60) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.security.support import AUTH, Target, assert_healthy, raw_request, target
+from tests.security.support import Target, admin, assert_healthy, raw_request, target
 from tests.servers import ADMIN_KEY
 
 pytestmark = pytest.mark.slow
-__all__ = ["target"]  # the fixture, imported for pytest
+__all__ = ["admin", "target"]  # fixtures, imported for pytest
 
 CLEAN_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 ESC = b"\x1b"
@@ -50,12 +49,6 @@ def request_head(target: Target, method: str, path: str, *lines: bytes) -> bytes
             *lines,
         ]
     )
-
-
-@pytest.fixture(scope="module")
-def admin(target: Target) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=target.url, headers=AUTH, timeout=60) as c:
-        yield c
 
 
 @pytest.mark.parametrize("bad", BAD_IDS)
