@@ -21,8 +21,8 @@ security headers every response carries.
   only on OIP ``/infer`` (its binary tensor extension).
 - **Request id**: ``X-Request-Id`` is kept when it matches ``[A-Za-z0-9._:-]{1,64}``,
   otherwise replaced by a generated one, so CR/LF or ANSI escapes from a client never reach a
-  log or a response header. Downstream code reads it from ``scope["state"]["request_id"]``
-  (or the header, which holds the same value); every answer echoes it.
+  log or a response header (a bad one is dropped from the request's headers). Downstream code
+  reads it from ``scope["state"]["request_id"]``; every answer echoes it.
 """
 
 from __future__ import annotations
@@ -195,10 +195,8 @@ class RequestGuards:
         rid = clean_request_id(given) if given is not None else None
         if rid is None:
             rid = f"{_ID_PREFIX}-{next(_ID_SEQUENCE):x}"  # unique per process start, cheap
-            headers = scope["headers"]
-            if given is not None:  # a bad one: dropped, so nothing downstream reads it
-                headers = [(k, v) for k, v in headers if k != b"x-request-id"]
-            scope["headers"] = [*headers, (b"x-request-id", rid.encode())]
+            if given is not None:  # a bad one: dropped, so nothing downstream reads it raw
+                scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"x-request-id"]
         scope.setdefault("state", {})["request_id"] = rid
         return rid.encode()
 

@@ -36,7 +36,6 @@ LOGIN_PATHS = frozenset({"/api/v1/login"})
 _INFERENCE = re.compile(
     r"^/v1/(completions|chat/completions|embeddings)$|^/v1/models/[^/]+:predict$|^/v2/models/.+/infer$"
 )
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _CAPTURE_BYTES = 64 * 1024
 """Most bytes of a login body or a JSON answer read for a name; bigger ones are not parsed."""
 _NAME_FIELDS = ("username", "user", "name", "email")
@@ -59,7 +58,6 @@ class _Exchange:
     """What one request showed of itself while it passed through."""
 
     status: int | None = None
-    request_id: str | None = None
     json_answer: bool = False
     request_body: bytearray = field(default_factory=bytearray)
     answer_body: bytearray = field(default_factory=bytearray)
@@ -118,7 +116,6 @@ def _watching(send: Send, seen: _Exchange) -> Send:
         if message["type"] == "http.response.start":
             seen.status = message["status"]
             headers = dict(message.get("headers", []))
-            seen.request_id = _request_id(headers.get(b"x-request-id"))
             seen.json_answer = headers.get(b"content-type", b"").startswith(b"application/json")
         elif (
             message["type"] == "http.response.body"
@@ -137,7 +134,7 @@ def _entry(scope: Scope, seen: _Exchange, login: bool) -> Entry:
     route = scope.get("route")
     path = getattr(route, "path", None) or scope["path"]
     client = scope.get("client")
-    request_id = scope.get("state", {}).get("request_id") or seen.request_id  # RequestGuards cleans it
+    request_id = scope.get("state", {}).get("request_id")  # set and cleaned by RequestGuards
     return Entry(
         at=utcnow(),
         actor=clean(_actor(principal, seen, login), 200),
@@ -199,10 +196,3 @@ def _login_fields(body: bytes) -> dict[str, Any]:
         return {k: v for k, v in _json_fields(body).items() if k in _NAME_FIELDS}
     form = parse_qs(body.decode(), max_num_fields=20)
     return {k: v[0] for k, v in form.items() if k in _NAME_FIELDS}
-
-
-def _request_id(value: bytes | None) -> str | None:
-    if value is None:
-        return None
-    text = value.decode("latin-1")
-    return text if _REQUEST_ID.fullmatch(text) else None
