@@ -244,14 +244,16 @@ def open_store(settings: Settings) -> ArtifactStore:
     The server, the training workers and the CLI all open their store here, so they agree
     on the keys. InvalidInput for a malformed key setting (see ``artifacts/keyring.py``).
     """
-    from modelhost.artifacts.keyring import KeyFile, keyring_from_settings
+    from modelhost.artifacts.keyring import KeyFile, Keyring, keyring_from_settings
 
     store = open_artifacts(settings.resolved_artifacts_url, s3_endpoint_url=settings.s3_endpoint_url)
-    keyring = keyring_from_settings(settings)
-    if keyring is None:
+    keys: Keyring | KeyFile | None = (
+        KeyFile(settings)  # read again when it changes: rotation without a restart
+        if settings.encryption_key_file is not None
+        else keyring_from_settings(settings)
+    )
+    if keys is None:
         return store
     from modelhost.artifacts.encrypted import EncryptedArtifactStore  # cryptography only when used
 
-    if settings.encryption_key_file is not None:  # read again when it changes: rotate without a restart
-        return EncryptedArtifactStore(store, KeyFile(settings))
-    return EncryptedArtifactStore(store, keyring)
+    return EncryptedArtifactStore(store, keys)
