@@ -53,7 +53,9 @@ def digits(http: httpx.Client, digits_split) -> str:
 def test_a_cancelled_run_resumes_to_the_weights_of_a_run_never_stopped(http, server, digits) -> None:
     spec = {
         **DIGITS_SPEC,
-        "epochs": 6,
+        # long enough (456 steps) that a cancel sent at step 25 lands mid-run on a fast machine;
+        # with 114 steps a quiet machine had finished them all before the cancel was seen
+        "epochs": 24,
         "model": {"architecture": "mlp", "hidden_sizes": [64], "dropout": 0.1},
         "schedule": {"name": "cosine", "warmup_steps": 10},
         "checkpoint_every": 7,
